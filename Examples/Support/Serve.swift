@@ -1,0 +1,72 @@
+import GNet
+import Glibc
+import Logging
+
+/// What every example server shares: logging set-up, the one-line ready message the
+/// benchmark scripts wait for, and a graceful stop on SIGINT or SIGTERM.
+public enum ExampleServer {
+    /// Logs warnings (or, when `verbose`, engine events too) to stderr. Call once, first.
+    public static func bootstrapLogging(verbose: Bool) {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = verbose ? .info : .warning
+            return h
+        }
+    }
+
+    /// `tcp://HOST:PORT`, bracketing an IPv6 host.
+    public static func address(host: String, port: Int) -> String {
+        host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
+    }
+
+    /// Runs `engine` until SIGINT or SIGTERM, printing
+    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections.
+    public static func serve(_ engine: Engine) throws {
+        // Block the stop signals before any thread starts, so every thread inherits the mask
+        // and only the waiter thread below receives them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        try engine.start()
+        let address = engine.addresses.first.map(\.description) ?? "?"
+        printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
+        let waiter = SignalWaiter(signals: signals, engine: engine)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { arg in
+            let w = Unmanaged<SignalWaiter>.fromOpaque(arg!).takeRetainedValue()
+            var set = w.signals
+            var received: Int32 = 0
+            sigwait(&set, &received)
+            w.engine.stop()
+            return nil
+        }, Unmanaged.passRetained(waiter).toOpaque())
+        engine.wait()
+    }
+
+    /// Writes a line to stdout at once (unbuffered, so a script reading the pipe sees it).
+    public static func printLine(_ s: String) { writeAll(1, s + "\n") }
+
+    /// Writes a line to stderr.
+    public static func printError(_ s: String) { writeAll(2, s + "\n") }
+
+    private static func writeAll(_ fd: Int32, _ s: String) {
+        var s = s
+        s.withUTF8 { buf in
+            var off = 0
+            while off < buf.count {
+                let n = Glibc.write(fd, buf.baseAddress! + off, buf.count - off)
+                if n <= 0 { if errno == EINTR { continue } else { return } }
+                off += n
+            }
+        }
+    }
+}
+
+private final class SignalWaiter: @unchecked Sendable {
+    // Immutable after init; handed to exactly one thread.
+    let signals: sigset_t
+    let engine: Engine
+    init(signals: sigset_t, engine: Engine) { self.signals = signals; self.engine = engine }
+}

@@ -1,0 +1,57 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "swift-gnet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "GNet", targets: ["GNet"]),
+        .library(name: "Poller", targets: ["Poller"]),
+        .library(name: "GNetConformance", targets: ["GNetConformance"]),
+        .executable(name: "gnet-echo", targets: ["gnet-echo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        // The contract every backend implements. No platform code.
+        .target(name: "Poller"),
+        // Linux C shim: epoll, eventfd and friends, which Glibc does not export to Swift.
+        .target(name: "CGNetLinux"),
+        .target(name: "PollerEpoll", dependencies: ["Poller", "CGNetLinux"]),
+        .target(
+            name: "GNet",
+            dependencies: [
+                "Poller", "PollerEpoll", "CGNetLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "GNetConformance",
+            dependencies: ["GNet", "Poller"],
+            path: "conformance/GNetConformance"
+        ),
+        // What the example servers share: logging set-up, the ready line, signal handling.
+        .target(
+            name: "ExampleSupport",
+            dependencies: ["GNet", .product(name: "Logging", package: "swift-log")],
+            path: "Examples/Support"
+        ),
+        .executableTarget(
+            name: "gnet-echo",
+            dependencies: ["GNet", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/Echo"
+        ),
+        .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
+        .testTarget(name: "GNetTests", dependencies: ["GNet"]),
+        .testTarget(
+            name: "ConformanceTests",
+            dependencies: ["GNetConformance", "GNet"],
+            path: "conformance/Tests"
+        ),
+    ]
+)

@@ -1,0 +1,55 @@
+// C shim for Linux interfaces that Glibc does not export to Swift (epoll, eventfd, accept4 flags),
+// plus a few helpers whose macros Swift cannot import. Every symbol is prefixed `cgnet_`.
+#ifndef CGNET_LINUX_H
+#define CGNET_LINUX_H
+
+#ifdef __linux__
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <pthread.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <limits.h>
+#include <bits/xopen_lim.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <stdint.h>
+
+static const uint32_t CGNET_EPOLLIN = EPOLLIN;
+static const uint32_t CGNET_EPOLLOUT = EPOLLOUT;
+static const uint32_t CGNET_EPOLLRDHUP = EPOLLRDHUP;
+static const uint32_t CGNET_EPOLLHUP = EPOLLHUP;
+static const uint32_t CGNET_EPOLLERR = EPOLLERR;
+static const uint32_t CGNET_EPOLLET = EPOLLET;
+static const int CGNET_SOCK_NONBLOCK = SOCK_NONBLOCK;
+static const int CGNET_SOCK_CLOEXEC = SOCK_CLOEXEC;
+static const int CGNET_IOV_MAX = IOV_MAX;
+
+// Accessors: epoll_event is packed on x86_64, which Swift cannot lay out field by field safely.
+static inline uint32_t cgnet_epoll_event_events(const struct epoll_event *e) { return e->events; }
+static inline uint64_t cgnet_epoll_event_data(const struct epoll_event *e) { return e->data.u64; }
+static inline void cgnet_epoll_event_set(struct epoll_event *e, uint32_t events, uint64_t data) {
+    e->events = events;
+    e->data.u64 = data;
+}
+
+// sun_path's capacity, which Swift sees only as a tuple.
+static inline int cgnet_sun_path_capacity(void) { return (int)sizeof(((struct sockaddr_un *)0)->sun_path); }
+
+// accept4, pthread_setname_np and CPU_COUNT are GNU extensions Glibc's module map hides.
+int cgnet_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int cgnet_set_thread_name(const char *name);
+int cgnet_cpu_count(void);
+
+_Static_assert(sizeof(struct epoll_event) == 12 || sizeof(struct epoll_event) == 16,
+               "unexpected epoll_event layout");
+#endif
+
+#endif

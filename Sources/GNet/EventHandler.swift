@@ -1,0 +1,48 @@
+/// The callbacks of a server, gnet's `EventHandler`. Every method has a no-op default, so a
+/// handler implements only what it needs.
+///
+/// ## Threads
+/// One handler serves every loop, so its methods run concurrently on the loop threads; hence
+/// `Sendable`. Methods that receive a `Connection` run on that connection's loop thread, and the
+/// connection may be used only there and only until the callback returns (keep a
+/// `ConnectionHandle` to reach it later or from elsewhere).
+///
+/// ## Order, per connection
+/// `onOpen` once, then `onTraffic` any number of times, then `onClose` once; nothing after
+/// `onClose`, and the descriptor is closed only after `onClose` returns.
+public protocol EventHandler: Sendable {
+    /// The engine is listening and its loops run. Called once, on the thread that started it,
+    /// before any connection is opened. `.shutdown` stops at once.
+    func onBoot(_ engine: Engine) -> Action
+
+    /// A connection was accepted. Return bytes to send first (a greeting) and an action.
+    /// Writing with `connection.write` here works too.
+    func onOpen(_ connection: Connection) -> (output: [UInt8]?, action: Action)
+
+    /// Bytes arrived (or `ConnectionHandle.wake()` was called). Read them with
+    /// `connection.withInbound`, `next`, `peek` and `discard`; what the handler does not
+    /// consume stays buffered for the next call. When the handler consumed some bytes and some
+    /// remain, the engine calls again at once, so no complete message waits for more input.
+    func onTraffic(_ connection: Connection) -> Action
+
+    /// The connection closed: `error` is nil for an orderly close (either side), otherwise why.
+    /// Bytes already received were delivered to `onTraffic` before this. Writes no longer work.
+    func onClose(_ connection: Connection, error: (any Error)?) -> Action
+
+    /// With `Options.ticker`, called periodically on the first loop's thread. Return the delay
+    /// until the next tick and an action (`.shutdown` stops the engine).
+    func onTick() -> (delay: Duration, action: Action)
+
+    /// The engine stopped: every connection got its `onClose` and every loop thread ended.
+    /// Called once, last, on the thread that ran `Engine.run()` / `wait()`.
+    func onShutdown(_ engine: Engine)
+}
+
+extension EventHandler {
+    public func onBoot(_ engine: Engine) -> Action { .none }
+    public func onOpen(_ connection: Connection) -> (output: [UInt8]?, action: Action) { (nil, .none) }
+    public func onTraffic(_ connection: Connection) -> Action { .none }
+    public func onClose(_ connection: Connection, error: (any Error)?) -> Action { .none }
+    public func onTick() -> (delay: Duration, action: Action) { (.seconds(1), .none) }
+    public func onShutdown(_ engine: Engine) {}
+}

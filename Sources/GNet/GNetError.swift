@@ -1,0 +1,45 @@
+import Poller
+
+/// Everything the engine reports as going wrong. Each case says what was wrong and what to do.
+///
+/// Poller failures arrive as `PollerError`, failed system calls as `SystemError`; both can also
+/// reach `onClose` as the reason a connection ended.
+public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// An address string could not be understood.
+    case invalidAddress(String, reason: String)
+    /// The address is taken by another socket.
+    case addressInUse(String)
+    /// An option has a value the engine cannot use.
+    case invalidOption(name: String, reason: String)
+    /// The network scheme is known but not served by this engine yet.
+    case unsupportedNetwork(String)
+    /// The chosen poller is unknown or cannot run here.
+    case pollerUnavailable(name: String, reason: String)
+    /// The operation needs a running engine (or one that has not run before).
+    case engineState(String)
+    /// The connection was closed before the operation could be done.
+    case connectionClosed
+    /// Shutdown's deadline passed before this connection's output was flushed.
+    case shutdownTimeout
+
+    public var description: String {
+        switch self {
+        case .invalidAddress(let a, let r):
+            return "invalid address '\(a)': \(r); use forms like tcp://127.0.0.1:9000, tcp6://[::1]:9000, unix:///tmp/s.sock"
+        case .addressInUse(let a):
+            return "address \(a) is already in use; stop the other server or choose another port (port 0 picks a free one)"
+        case .invalidOption(let n, let r):
+            return "invalid option \(n): \(r)"
+        case .unsupportedNetwork(let s):
+            return "network '\(s)' is not supported yet; use tcp, tcp4, tcp6 or unix"
+        case .pollerUnavailable(let n, let r):
+            return "poller '\(n)' is unavailable: \(r)"
+        case .engineState(let s):
+            return s
+        case .connectionClosed:
+            return "the connection is closed"
+        case .shutdownTimeout:
+            return "the engine's shutdown deadline passed before the connection's output was flushed"
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import DequeModule
+import Poller
+import Synchronization
+
+/// Work handed to a loop from another thread.
+enum LoopTask: Sendable {
+    /// Write bytes to a connection (`ConnectionHandle.write`).
+    case write(fd: Int32, generation: UInt32, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Call `onTraffic` without new input (`ConnectionHandle.wake`).
+    case wake(fd: Int32, generation: UInt32, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Close a connection (`ConnectionHandle.close`).
+    case close(fd: Int32, generation: UInt32, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Take over a socket accepted by another loop.
+    case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
+    /// Stop: close listeners, flush and close connections, end the loop.
+    case stop
+    /// Run a closure on the loop thread.
+    case run(@Sendable () -> Void)
+
+    /// Fails the task's completion (or closes its socket) when the loop is gone.
+    func abandon() {
+        switch self {
+        case .write(_, _, _, let c), .wake(_, _, let c), .close(_, _, let c):
+            c?(.failure(GNetError.connectionClosed))
+        case .adopt(let fd, _, _):
+            _ = closeDescriptor(fd)
+        case .stop, .run:
+            break
+        }
+    }
+}
+
+/// The one door into a loop from other threads: a task queue and a coalesced wakeup.
+///
+/// All of it may be used from any thread.
+final class LoopInbox: Sendable {
+    let index: Int
+    private let queue = Mutex<(tasks: Deque<LoopTask>, open: Bool)>((Deque(), true))
+    /// True from the first enqueue after a drain until the loop drains again: wakes coalesce.
+    private let wakePending = Atomic<Bool>(false)
+    private let waker: any PollerWaker
+    /// Open connections on this loop, read by the least-connections balancer.
+    let connectionCount = Atomic<Int>(0)
+
+    init(index: Int, waker: any PollerWaker) {
+        self.index = index
+        self.waker = waker
+    }
+
+    /// Queues `task` and wakes the loop. Returns false (and abandons the task) if the loop
+    /// has ended.
+    @discardableResult
+    func enqueue(_ task: LoopTask) -> Bool {
+        let accepted = queue.withLock { q -> Bool in
+            guard q.open else { return false }
+            q.tasks.append(task)
+            return true
+        }
+        guard accepted else {
+            task.abandon()
+            return false
+        }
+        if !wakePending.exchange(true, ordering: .acquiringAndReleasing) {
+            try? waker.wakeup()
+        }
+        return true
+    }
+
+    /// Whether tasks may be waiting (cheap; no lock).
+    var hasPending: Bool { wakePending.load(ordering: .acquiring) }
+
+    /// Takes every queued task. Loop thread only.
+    func drain(into batch: inout Deque<LoopTask>) {
+        wakePending.store(false, ordering: .releasing)
+        queue.withLock { q in swap(&q.tasks, &batch) }
+    }
+
+    /// Refuses further tasks and returns what was still queued. Loop thread only, at exit.
+    func close() -> Deque<LoopTask> {
+        queue.withLock { q in
+            q.open = false
+            defer { q.tasks = [] }
+            return q.tasks
+        }
+    }
+}
+
+/// What other threads may do with a connection. `Sendable`; copy it freely.
+///
+/// Every operation is carried out on the connection's loop. Each completion is called exactly
+/// once, on the loop thread (or on the calling thread if the engine has stopped), with
+/// `GNetError.connectionClosed` when the connection is gone — including a connection closed
+/// and replaced by a new one on the same descriptor, which the generation tells apart.
+public struct ConnectionHandle: Sendable, Hashable {
+    let inbox: LoopInbox
+    /// The descriptor the connection had.
+    public let fd: Int32
+    let generation: UInt32
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.inbox === b.inbox && a.fd == b.fd && a.generation == b.generation
+    }
+    public func hash(into h: inout Hasher) {
+        h.combine(fd)
+        h.combine(generation)
+    }
+
+    /// Writes `bytes` from any thread (gnet's `AsyncWrite`).
+    public func write(_ bytes: [UInt8], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        inbox.enqueue(.write(fd: fd, generation: generation, buffers: [bytes], completion: completion))
+    }
+
+    /// Writes several buffers in order from any thread (gnet's `AsyncWritev`).
+    public func writev(_ buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        inbox.enqueue(.write(fd: fd, generation: generation, buffers: buffers, completion: completion))
+    }
+
+    /// Makes the loop call `onTraffic` for this connection even without new input (gnet's `Wake`).
+    public func wake(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        inbox.enqueue(.wake(fd: fd, generation: generation, completion: completion))
+    }
+
+    /// Closes the connection after its pending output, from any thread.
+    public func close(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        inbox.enqueue(.close(fd: fd, generation: generation, completion: completion))
+    }
+
+    /// Writes `bytes` and returns when the loop has taken them (sent or queued).
+    public func write(_ bytes: [UInt8]) async throws {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<Void, any Error>) in
+            write(bytes) { k.resume(with: $0) }
+        }
+    }
+
+    /// Closes the connection and returns when the loop has done so.
+    public func close() async throws {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<Void, any Error>) in
+            close { k.resume(with: $0) }
+        }
+    }
+}
+
+@inline(__always)
+func closeDescriptor(_ fd: Int32) -> Int32 {
+    #if canImport(Glibc)
+    return Glibc.close(fd)
+    #endif
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,88 @@
+import Poller
+import PollerEpoll
+
+/// The poller backends, decided in this one place: which exist on this platform, which is the
+/// default, how a name maps to one, and how each is constructed.
+///
+/// Names, as `--poller` and `GNET_POLLER` take them: `epoll`.
+public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
+    /// Linux epoll: the fast path.
+    case epoll
+
+    /// The name users type.
+    public var name: String {
+        switch self {
+        case .epoll: return "epoll"
+        }
+    }
+
+    public var description: String { name }
+
+    /// Every backend that can run on this machine, platform default first.
+    public static var allAvailable: [PollerKind] {
+        #if os(Linux)
+        return [.epoll]
+        #else
+        return []
+        #endif
+    }
+
+    /// What an engine uses when nothing is chosen: epoll on Linux.
+    public static var platformDefault: PollerKind {
+        #if os(Linux)
+        return .epoll
+        #else
+        fatalError("swift-gnet has no poller backend for this platform yet")
+        #endif
+    }
+
+    /// Every name `init(name:)` accepts on this machine.
+    public static var validNames: [String] { allAvailable.map(\.name) }
+
+    /// The backend called `name`. Throws `GNetError.pollerUnavailable` listing the valid names.
+    public init(name: String) throws(GNetError) {
+        let wanted = name.lowercased()
+        guard let kind = Self.allAvailable.first(where: { $0.name == wanted }) else {
+            throw .pollerUnavailable(
+                name: name, reason: "unknown or not available here; valid names: \(Self.validNames.joined(separator: ", "))")
+        }
+        self = kind
+    }
+
+    /// The environment variable that overrides the engine's choice, for debugging without a rebuild.
+    public static let environmentVariable = "GNET_POLLER"
+
+    /// The backend named by `GNET_POLLER`, nil when it is unset or empty.
+    public static func fromEnvironment() throws(GNetError) -> PollerKind? {
+        guard let raw = getenv(environmentVariable).map({ String(cString: $0) }), !raw.isEmpty else { return nil }
+        do {
+            return try PollerKind(name: raw)
+        } catch {
+            throw .pollerUnavailable(name: raw, reason: "set by \(environmentVariable); valid names: \(validNames.joined(separator: ", "))")
+        }
+    }
+
+    /// The backend an engine with `option` runs on: `GNET_POLLER` if set, else `option`, else
+    /// the platform default.
+    public static func resolve(_ option: PollerKind?) throws(GNetError) -> PollerKind {
+        try fromEnvironment() ?? option ?? platformDefault
+    }
+
+    /// A new poller of this kind, type-erased (for tests and tools; the engine keeps the type).
+    public func makePoller() throws -> any Poller {
+        switch self {
+        case .epoll: return try EpollPoller()
+        }
+    }
+
+    /// A loop running this backend, with the concrete poller type kept for the hot path.
+    func makeLoop(index: Int, engine: Engine) throws -> LoopRunner {
+        switch self {
+        case .epoll: return LoopRunner(try EventLoop(index: index, engine: engine, poller: EpollPoller()))
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

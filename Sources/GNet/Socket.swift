@@ -1,0 +1,168 @@
+import CGNetLinux
+import Glibc
+import Poller
+
+/// Socket system calls the engine needs, with its errno policy: EINTR retried, EAGAIN reported
+/// as would-block, everything else a `SystemError` naming the call.
+enum Socket {
+    /// A non-blocking, close-on-exec listening socket bound to `address`.
+    static func listen(_ address: ListenAddress, reusePort: Bool, backlog: Int) throws -> Int32 {
+        let family = address.address.sockaddrFamily
+        let fd = try sysCall("socket") {
+            Glibc.socket(family, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC, 0)
+        }
+        do {
+            if family != AF_UNIX {
+                try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
+                if reusePort { try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT") }
+                if family == AF_INET6 && address.network == .tcp6 {
+                    try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY")
+                }
+            } else {
+                try removeStaleUnixSocket(address)
+            }
+            let rc = address.address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
+            if rc != 0 {
+                let e = errno
+                if e == EADDRINUSE { throw GNetError.addressInUse(address.original) }
+                if e == EADDRNOTAVAIL {
+                    throw GNetError.invalidAddress(address.original, reason: "no local interface has that address")
+                }
+                if e == EACCES {
+                    throw GNetError.invalidAddress(address.original, reason: "permission denied (ports below 1024 need privileges)")
+                }
+                throw SystemError("bind(\(address.original))", errno: e)
+            }
+            _ = try sysCall("listen(\(address.original))") { Glibc.listen(fd, Int32(clamping: backlog)) }
+            return fd
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// A socket file left by a server that died is removed; a live one is an address in use.
+    private static func removeStaleUnixSocket(_ address: ListenAddress) throws {
+        let path = address.address.host
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw GNetError.invalidAddress(address.original, reason: "\(path) exists and is not a socket")
+        }
+        let probe = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_CLOEXEC, 0)
+        guard probe >= 0 else { return }
+        defer { Glibc.close(probe) }
+        let rc = address.address.withUnsafeSockaddr { Glibc.connect(probe, $0, $1) }
+        if rc == 0 { throw GNetError.addressInUse(address.original) }
+        if errno == ECONNREFUSED { unlink(path) }
+    }
+
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, _ what: String) throws {
+        var v = value
+        _ = try sysCall("setsockopt(\(what))") {
+            setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    static func getOption(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
+    }
+
+    /// The address the socket is bound to.
+    static func localAddress(_ fd: Int32) -> SocketAddress? {
+        var st = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &st) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return rc == 0 ? SocketAddress(storage: st, length: len) : nil
+    }
+
+    /// The peer's address.
+    static func remoteAddress(_ fd: Int32) -> SocketAddress? {
+        var st = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &st) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        return rc == 0 ? SocketAddress(storage: st, length: len) : nil
+    }
+
+    enum AcceptResult {
+        case accepted(Int32, SocketAddress)
+        case wouldBlock
+        /// Out of descriptors or memory: back off, then retry.
+        case exhausted(SystemError)
+        /// This connection failed before we took it (aborted, protocol error): try the next.
+        case skipped
+    }
+
+    static func accept(_ listener: Int32) -> AcceptResult {
+        var st = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        while true {
+            let fd = withUnsafeMutablePointer(to: &st) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    cgnet_accept4(listener, $0, &len, CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC)
+                }
+            }
+            if fd >= 0 { return .accepted(fd, SocketAddress(storage: st, length: len)) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return .wouldBlock
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted(SystemError("accept4", errno: errno))
+            default: return .skipped
+            }
+        }
+    }
+
+    /// Sends without raising SIGPIPE. Returns bytes sent, 0 for would-block.
+    @inline(__always)
+    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
+            throw SystemError("send", errno: e)
+        }
+    }
+
+    /// Gathers `iov` into one send without raising SIGPIPE. Returns bytes sent, 0 for would-block.
+    static func sendv(_ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int) throws(SystemError) -> Int {
+        var msg = msghdr()
+        msg.msg_iov = iov
+        msg.msg_iovlen = count
+        while true {
+            let n = sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
+            throw SystemError("sendmsg", errno: e)
+        }
+    }
+
+    /// Reads into `buffer`. Returns bytes read, 0 for EOF, nil for would-block.
+    @inline(__always)
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(SystemError) -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer, count)
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw SystemError("read", errno: e)
+        }
+    }
+}
+
+enum System {
+    static var coreCount: Int {
+        let n = Int(cgnet_cpu_count())
+        return n > 0 ? n : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+}

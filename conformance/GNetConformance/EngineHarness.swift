@@ -1,0 +1,55 @@
+import GNet
+import Glibc
+
+/// Starts an engine on `kind`, runs `body` against it, then stops it, runs `afterStop` (which
+/// must release any client sockets it kept), and checks what every stop must leave: the engine ended within the deadline, every opened connection got exactly
+/// one `onClose`, no loop thread is left, and the process's open-descriptor count is back where
+/// it started.
+public func withEngine(
+    _ kind: PollerKind,
+    _ handler: ScriptedHandler,
+    address: String = "tcp://127.0.0.1:0",
+    configure: (inout Options) -> Void = { _ in },
+    _ body: (Engine, SocketAddress) async throws -> Void,
+    afterStop: () async throws -> Void = {}
+) async throws {
+    let descriptorsBefore = openDescriptorCount()
+    var options = Options()
+    options.poller = kind
+    options.logger.logLevel = .warning
+    configure(&options)
+    let engine = try Engine(handler: handler, addresses: [address], options: options)
+    try engine.start()
+    do {
+        try await runBody(engine, body)
+    } catch {
+        engine.stop()
+        _ = try? await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
+        throw error
+    }
+    engine.stop()
+    try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
+    try await afterStop()
+    try handler.checkLifecycle()
+    try expect(threadsNamed("gnet-loop") == 0, "loop threads still running after stop")
+    // Descriptors close asynchronously in nothing we own, so one settle pass is enough.
+    let descriptorsAfter = openDescriptorCount()
+    try expect(descriptorsAfter == descriptorsBefore,
+               "open descriptors: \(descriptorsBefore) before the engine, \(descriptorsAfter) after it stopped")
+}
+
+private func runBody(_ engine: Engine, _ body: (Engine, SocketAddress) async throws -> Void) async throws {
+    guard let address = engine.addresses.first else { throw ConformanceFailure("engine has no bound address") }
+    try await body(engine, address)
+}
+
+/// Polls `condition` every 2 ms until it holds or `timeout` passes.
+public func eventually(
+    _ what: @autoclosure () -> String, timeout: Duration = .seconds(5), _ condition: () -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        if ContinuousClock.now > deadline { throw ConformanceFailure("timed out waiting for \(what())") }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+}

@@ -1,0 +1,68 @@
+import GNet
+import Poller
+
+/// One behavioural check that every backend must pass.
+public struct Scenario: Sendable, CustomStringConvertible {
+    public enum Level: String, Sendable { case poller, engine }
+
+    public let name: String
+    public let level: Level
+    /// Runs the check on one backend. Returns the callback trace when the scenario is
+    /// deterministic (every backend must then produce the same one), nil otherwise.
+    public let run: @Sendable (PollerKind) async throws -> Trace?
+
+    public init(_ name: String, _ level: Level, run: @escaping @Sendable (PollerKind) async throws -> Trace?) {
+        self.name = name
+        self.level = level
+        self.run = run
+    }
+
+    public var description: String { name }
+}
+
+/// A scenario's failure: what was expected, what happened.
+public struct ConformanceFailure: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Fails the scenario with `message` unless `condition` holds.
+public func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    if !condition { throw ConformanceFailure(message()) }
+}
+
+/// Every scenario, poller level first.
+public enum Scenarios {
+    public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all
+
+    public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
+}
+
+/// The result of one scenario on one backend.
+public struct ScenarioResult: Sendable {
+    public let scenario: String
+    public let backend: String
+    public let error: String?
+    public let trace: Trace?
+    public let seconds: Double
+    public var passed: Bool { error == nil }
+}
+
+extension Scenario {
+    /// Runs on `kind`, timing it and catching its failure.
+    public func result(on kind: PollerKind) async -> ScenarioResult {
+        let start = ContinuousClock.now
+        do {
+            let trace = try await run(kind)
+            return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: seconds(since: start))
+        } catch {
+            return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: seconds(since: start))
+        }
+    }
+
+    private func seconds(since start: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
