@@ -47,7 +47,7 @@ let package = Package(
             path: "Examples/Echo"
         ),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
-        .testTarget(name: "GNetTests", dependencies: ["GNet"]),
+        .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",
             dependencies: ["GNetConformance", "GNet"],

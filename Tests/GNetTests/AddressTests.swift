@@ -1,1 +1,65 @@
+import GNet
 import Testing
+
+@Suite("Address parsing")
+struct AddressTests {
+    @Test("valid addresses", arguments: [
+        ("tcp://127.0.0.1:9000", "tcp://127.0.0.1:9000"),
+        ("tcp4://127.0.0.1:0", "tcp://127.0.0.1:0"),
+        ("tcp6://[::1]:9000", "tcp6://[::1]:9000"),
+        ("tcp://[::1]:80", "tcp6://[::1]:80"),
+        ("tcp://:9000", "tcp://0.0.0.0:9000"),
+        ("tcp6://:9000", "tcp6://[::]:9000"),
+        ("127.0.0.1:65535", "tcp://127.0.0.1:65535"),
+        ("TCP://localhost:1234", "tcp://127.0.0.1:1234"),
+        ("unix:///tmp/gnet-test.sock", "unix:///tmp/gnet-test.sock"),
+    ])
+    func valid(_ input: String, _ expected: String) throws {
+        let a = try ListenAddress(parsing: input)
+        #expect(a.description == expected)
+    }
+
+    @Test("invalid addresses say what is wrong", arguments: [
+        ("tcp://127.0.0.1", "missing ':port'"),
+        ("tcp://127.0.0.1:", "port '' is not a number"),
+        ("tcp://127.0.0.1:65536", "port '65536'"),
+        ("tcp://127.0.0.1:-1", "port '-1'"),
+        ("tcp://127.0.0.1:9x", "port '9x'"),
+        ("tcp://::1:9000", "IPv6 host must be written in brackets"),
+        ("tcp://[::1:9000", "missing ']'"),
+        ("tcp4://[::1]:9000", "not an IPv4 address"),
+        ("tcp6://127.0.0.1:9000", "not an IPv6 address"),
+        ("sctp://127.0.0.1:9000", "unknown network 'sctp'"),
+        ("tcp://no-such-host.invalid:9000", "cannot resolve host"),
+        ("unix://", "socket path is empty"),
+    ])
+    func invalid(_ input: String, _ fragment: String) {
+        do {
+            _ = try ListenAddress(parsing: input)
+            Issue.record("\(input) parsed")
+        } catch {
+            #expect(error.description.contains(fragment), "\(input): \(error)")
+            if case .invalidAddress = error {} else { Issue.record("\(input): \(error) is not invalidAddress") }
+        }
+    }
+
+    @Test func unixPathTooLong() {
+        let path = "/tmp/" + String(repeating: "x", count: 200)
+        #expect(throws: GNetError.self) { try ListenAddress(parsing: "unix://\(path)") }
+    }
+
+    @Test func udpIsNotServedYet() {
+        #expect(throws: GNetError.unsupportedNetwork("udp")) { try ListenAddress(parsing: "udp://127.0.0.1:9000") }
+    }
+
+    @Test func socketAddressParts() throws {
+        let v4 = try #require(SocketAddress(ipAddress: "10.1.2.3", port: 443))
+        #expect(v4.family == .ipv4 && v4.host == "10.1.2.3" && v4.port == 443)
+        let v6 = try #require(SocketAddress(ipAddress: "fe80::1", port: 8))
+        #expect(v6.family == .ipv6 && v6.host == "fe80::1" && v6.port == 8)
+        #expect(SocketAddress(ipAddress: "not an ip", port: 1) == nil)
+        #expect(SocketAddress(ipAddress: "127.0.0.1", port: 70000) == nil)
+        #expect(v4 == SocketAddress(ipAddress: "10.1.2.3", port: 443))
+        #expect(v4 != SocketAddress(ipAddress: "10.1.2.3", port: 444))
+    }
+}
