@@ -79,13 +79,19 @@ public final class TestClient: @unchecked Sendable {
     }
 
     /// Whether the server closed the connection within `timeout` (true on EOF or reset).
+    /// Bytes still in flight before the close are read and dropped.
     public func isClosedByPeer(within timeout: Duration = .seconds(5)) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let ms = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        guard poll(&p, 1, ms) == 1 else { return false }
-        var b: UInt8 = 0
-        let r = recv(fd, &b, 1, Int32(MSG_PEEK))
-        return r == 0 || (r < 0 && errno == ECONNRESET)
+        let deadline = ContinuousClock.now + timeout
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return false }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ms = Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+            guard poll(&p, 1, ms) == 1 else { return false }
+            let r = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            if r == 0 || (r < 0 && errno == ECONNRESET) { return true }
+        }
     }
 
     /// Half-closes: the server sees EOF, this side can still read.
