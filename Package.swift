@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Poller", targets: ["Poller"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
+        .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -40,6 +41,11 @@ let package = Package(
             name: "ExampleSupport",
             dependencies: ["GNet", .product(name: "Logging", package: "swift-log")],
             path: "Examples/Support"
+        ),
+        .executableTarget(
+            name: "gnet-conformance",
+            dependencies: ["GNetConformance", "GNet", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "conformance/Runner"
         ),
         .executableTarget(
             name: "gnet-echo",
