@@ -1,10 +1,15 @@
 #define _GNU_SOURCE 1
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include "CGNetLinux.h"
 
 #ifdef __linux__
 int cgnet_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
 }
+
+int cgnet_iov_max(void) { return IOV_MAX; }
 
 int cgnet_set_thread_name(const char *name) {
     return pthread_setname_np(pthread_self(), name);

@@ -44,7 +44,7 @@ public final class Engine: Sendable {
         var bound: [SocketAddress] = []
         var shutdownCalled = false
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Checks `options` and parses `addresses`. Throws `GNetError` saying what to fix:
     /// an unparsable address, an invalid option, an unknown poller.

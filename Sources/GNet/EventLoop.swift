@@ -55,7 +55,7 @@ class LoopBase {
     var corkOwner: Connection? = nil
     private let corkFlushThreshold = 64 * 1024
     private var iovecs: UnsafeMutablePointer<iovec>
-    private let iovecCapacity = Int(CGNET_IOV_MAX)
+    private let iovecCapacity = Int(cgnet_iov_max())
 
     private(set) var stopping = false
     private var stopDeadline: ContinuousClock.Instant? = nil
@@ -71,7 +71,7 @@ class LoopBase {
         self.logger = engine.options.logger
         self.inbox = inbox
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
-        iovecs = .allocate(capacity: Int(CGNET_IOV_MAX))
+        iovecs = .allocate(capacity: Int(cgnet_iov_max()))
         if index == 0 && options.ticker { schedule(after: .zero, .tick) }
     }
 

@@ -35,7 +35,7 @@ enum LoopTask: Sendable {
 /// All of it may be used from any thread.
 final class LoopInbox: Sendable {
     let index: Int
-    private let queue = Mutex<(tasks: Deque<LoopTask>, open: Bool)>((Deque(), true))
+    private let queue = Locked<(tasks: Deque<LoopTask>, open: Bool)>((Deque(), true))
     /// True from the first enqueue after a drain until the loop drains again: wakes coalesce.
     private let wakePending = Atomic<Bool>(false)
     private let waker: any PollerWaker

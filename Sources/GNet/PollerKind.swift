@@ -1,38 +1,53 @@
 import Poller
 import PollerEpoll
+import PollerLibevent
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The poller backends, decided in this one place: which exist on this platform, which is the
 /// default, how a name maps to one, and how each is constructed.
 ///
-/// Names, as `--poller` and `GNET_POLLER` take them: `epoll`.
+/// Names, as `Options.poller`, `--poller` and `GNET_POLLER` take them:
+/// - `epoll`: Linux epoll, the fast path and the Linux default.
+/// - `libevent`: libevent on its best method; `libevent-epoll`, `libevent-poll`,
+///   `libevent-select` (`libevent-kqueue` on the BSDs and macOS) pin the method.
 public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
-    /// Linux epoll: the fast path.
+    /// Linux epoll.
     case epoll
+    /// libevent; `method` nil picks libevent's best (epoll on Linux, kqueue on BSD/macOS).
+    case libevent(method: String?)
 
     /// The name users type.
     public var name: String {
         switch self {
         case .epoll: return "epoll"
+        case .libevent(nil): return "libevent"
+        case .libevent(let m?): return "libevent-\(m)"
         }
     }
 
     public var description: String { name }
 
-    /// Every backend that can run on this machine, platform default first.
+    /// Every backend that can run on this machine, platform default first, then libevent on
+    /// each method it offers here.
     public static var allAvailable: [PollerKind] {
+        var kinds: [PollerKind] = []
         #if os(Linux)
-        return [.epoll]
-        #else
-        return []
+        kinds.append(.epoll)
         #endif
+        kinds.append(.libevent(method: nil))
+        kinds += LibeventPoller.availableMethods.map { .libevent(method: $0) }
+        return kinds
     }
 
-    /// What an engine uses when nothing is chosen: epoll on Linux.
+    /// What an engine uses when nothing is chosen: epoll on Linux, libevent (kqueue) elsewhere.
     public static var platformDefault: PollerKind {
         #if os(Linux)
         return .epoll
         #else
-        fatalError("swift-gnet has no poller backend for this platform yet")
+        return .libevent(method: nil)
         #endif
     }
 
@@ -72,6 +87,7 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     public func makePoller() throws -> any Poller {
         switch self {
         case .epoll: return try EpollPoller()
+        case .libevent(let method): return try LibeventPoller(method: method)
         }
     }
 
@@ -79,10 +95,8 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     func makeLoop(index: Int, engine: Engine) throws -> LoopRunner {
         switch self {
         case .epoll: return LoopRunner(try EventLoop(index: index, engine: engine, poller: EpollPoller()))
+        case .libevent(let method):
+            return LoopRunner(try EventLoop(index: index, engine: engine, poller: LibeventPoller(method: method)))
         }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

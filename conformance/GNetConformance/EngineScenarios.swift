@@ -124,7 +124,7 @@ enum EngineScenarios {
 
     static func peerWritesThenCloses(_ kind: PollerKind) async throws -> Trace? {
         // Bytes written just before the peer's FIN reach onTraffic before onClose.
-        let received = Mutex(0)
+        let received = Locked(0)
         let handler = ScriptedHandler(onTraffic: { c, _ in
             received.withLock { $0 += c.inboundBuffered }
             c.discard(c.inboundBuffered)

@@ -63,7 +63,7 @@ enum ServerMatrixScenarios {
             }
             return .none
         })
-        let perLoop = Mutex<[Int: Int]>([:])
+        let perLoop = Locked<[Int: Int]>([:])
         try await withEngine(kind, handler, configure: { o in
             o.loops = loops
             configure(&o)
@@ -161,7 +161,7 @@ enum ServerMatrixScenarios {
     static func handleAfterClose(_ kind: PollerKind) async throws -> Trace? {
         // A handle kept past onClose fails every operation exactly once with connectionClosed,
         // even after a new connection reuses the descriptor.
-        let kept = Mutex<ConnectionHandle?>(nil)
+        let kept = Locked<ConnectionHandle?>(nil)
         let handler = ScriptedHandler(onOpen: { c, id in
             if id == 0 { kept.withLock { $0 = c.handle } }
             return (nil, .none)
@@ -172,7 +172,7 @@ enum ServerMatrixScenarios {
             let second = try TestClient(address) // most likely reuses the descriptor
             try await eventually("the second connection to open") { handler.opened == 2 }
             let handle = try requireValue(kept.withLock { $0 }, "handle")
-            let results = Mutex<[String]>([])
+            let results = Locked<[String]>([])
             handle.write(Array("stale".utf8)) { r in results.withLock { $0.append("write:\(r.isFailureClosed)") } }
             handle.wake { r in results.withLock { $0.append("wake:\(r.isFailureClosed)") } }
             handle.close { r in results.withLock { $0.append("close:\(r.isFailureClosed)") } }
@@ -188,7 +188,7 @@ enum ServerMatrixScenarios {
 
     static func wake(_ kind: PollerKind) async throws -> Trace? {
         // wake() calls onTraffic with nothing buffered; the handler answers from it.
-        let handleBox = Mutex<ConnectionHandle?>(nil)
+        let handleBox = Locked<ConnectionHandle?>(nil)
         let handler = ScriptedHandler(onOpen: { c, _ in
             handleBox.withLock { $0 = c.handle }
             return (nil, .none)
@@ -199,7 +199,7 @@ enum ServerMatrixScenarios {
         try await withEngine(kind, handler) { _, address in
             let client = try TestClient(address)
             try await eventually("onOpen") { handleBox.withLock { $0 } != nil }
-            let done = Mutex<Bool?>(nil)
+            let done = Locked<Bool?>(nil)
             handleBox.withLock { $0 }!.wake { r in done.withLock { $0 = (try? r.get()) != nil } }
             let got = try await onThread("woken reply") { try client.receive(exactly: 5) }
             try expect(got == Array("woken".utf8), "wake did not reach onTraffic")

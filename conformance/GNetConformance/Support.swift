@@ -154,7 +154,7 @@ public func onThread<T: Sendable>(
 import Synchronization
 
 final class ResultBox<T: Sendable>: Sendable {
-    private let value = Mutex<Result<T, any Error>?>(nil)
+    private let value = Locked<Result<T, any Error>?>(nil)
     func set(_ r: Result<T, any Error>) { value.withLock { $0 = r } }
     func get() -> Result<T, any Error>? { value.withLock { $0 } }
 }

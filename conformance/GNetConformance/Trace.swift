@@ -1,3 +1,4 @@
+import Poller
 import GNet
 import Synchronization
 
@@ -57,7 +58,7 @@ public final class ScriptedHandler: EventHandler {
         var trafficBytes = 0
         var closeErrors: [Int: String] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(
         onOpen: @escaping OpenBody = { _, _ in (nil, .none) },

@@ -4,11 +4,6 @@
 #define CGNET_LINUX_H
 
 #ifdef __linux__
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
-#include <pthread.h>
-#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -16,10 +11,6 @@
 #include <sys/un.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <limits.h>
-#include <bits/xopen_lim.h>
-#include <unistd.h>
-#include <fcntl.h>
 #include <stdint.h>
 
 static const uint32_t CGNET_EPOLLIN = EPOLLIN;
@@ -30,7 +21,6 @@ static const uint32_t CGNET_EPOLLERR = EPOLLERR;
 static const uint32_t CGNET_EPOLLET = EPOLLET;
 static const int CGNET_SOCK_NONBLOCK = SOCK_NONBLOCK;
 static const int CGNET_SOCK_CLOEXEC = SOCK_CLOEXEC;
-static const int CGNET_IOV_MAX = IOV_MAX;
 
 // Accessors: epoll_event is packed on x86_64, which Swift cannot lay out field by field safely.
 static inline uint32_t cgnet_epoll_event_events(const struct epoll_event *e) { return e->events; }
@@ -43,8 +33,12 @@ static inline void cgnet_epoll_event_set(struct epoll_event *e, uint32_t events,
 // sun_path's capacity, which Swift sees only as a tuple.
 static inline int cgnet_sun_path_capacity(void) { return (int)sizeof(((struct sockaddr_un *)0)->sun_path); }
 
-// accept4, pthread_setname_np and CPU_COUNT are GNU extensions Glibc's module map hides.
+// accept4, pthread_setname_np and CPU_COUNT are GNU extensions that Glibc's module hides; they
+// are wrapped in shim.c, which alone defines _GNU_SOURCE (defining it here would change system
+// types under Swift's Glibc module and break builds that import both).
 int cgnet_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+// IOV_MAX: the most iovecs one writev/sendmsg takes.
+int cgnet_iov_max(void);
 int cgnet_set_thread_name(const char *name);
 int cgnet_cpu_count(void);
 
