@@ -22,10 +22,18 @@ let package = Package(
         // Linux C shim: epoll, eventfd and friends, which Glibc does not export to Swift.
         .target(name: "CGNetLinux"),
         .target(name: "PollerEpoll", dependencies: ["Poller", "CGNetLinux"]),
+        // libevent 2.1 (Debian: libevent-dev). Stands in for kqueue-class backends: on the BSDs
+        // and macOS the same code runs on kqueue.
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent_pthreads",
+            providers: [.apt(["libevent-dev"])]
+        ),
+        .target(name: "PollerLibevent", dependencies: ["Poller", "CLibevent"]),
         .target(
             name: "GNet",
             dependencies: [
-                "Poller", "PollerEpoll", "CGNetLinux",
+                "Poller", "PollerEpoll", "PollerLibevent", "CGNetLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
@@ -53,6 +61,7 @@ let package = Package(
             path: "Examples/Echo"
         ),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
+        .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",
