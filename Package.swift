@@ -30,10 +30,12 @@ let package = Package(
             providers: [.apt(["libevent-dev"])]
         ),
         .target(name: "PollerLibevent", dependencies: ["Poller", "CLibevent"]),
+        // DispatchSource: the portable fallback (like gnet's Go-stdlib mode).
+        .target(name: "PollerDispatch", dependencies: ["Poller"]),
         .target(
             name: "GNet",
             dependencies: [
-                "Poller", "PollerEpoll", "PollerLibevent", "CGNetLinux",
+                "Poller", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
@@ -62,6 +64,7 @@ let package = Package(
         ),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
+        .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",

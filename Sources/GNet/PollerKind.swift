@@ -1,4 +1,5 @@
 import Poller
+import PollerDispatch
 import PollerEpoll
 import PollerLibevent
 
@@ -13,11 +14,14 @@ import Glibc
 /// - `epoll`: Linux epoll, the fast path and the Linux default.
 /// - `libevent`: libevent on its best method; `libevent-epoll`, `libevent-poll`,
 ///   `libevent-select` (`libevent-kqueue` on the BSDs and macOS) pin the method.
+/// - `dispatch`: DispatchSource, the portable fallback (like gnet's Go-stdlib mode).
 public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     /// Linux epoll.
     case epoll
     /// libevent; `method` nil picks libevent's best (epoll on Linux, kqueue on BSD/macOS).
     case libevent(method: String?)
+    /// DispatchSource read and write sources on a private queue.
+    case dispatch
 
     /// The name users type.
     public var name: String {
@@ -25,6 +29,7 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
         case .epoll: return "epoll"
         case .libevent(nil): return "libevent"
         case .libevent(let m?): return "libevent-\(m)"
+        case .dispatch: return "dispatch"
         }
     }
 
@@ -39,6 +44,7 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
         #endif
         kinds.append(.libevent(method: nil))
         kinds += LibeventPoller.availableMethods.map { .libevent(method: $0) }
+        kinds.append(.dispatch)
         return kinds
     }
 
@@ -88,6 +94,7 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .epoll: return try EpollPoller()
         case .libevent(let method): return try LibeventPoller(method: method)
+        case .dispatch: return try DispatchPoller()
         }
     }
 
@@ -97,6 +104,8 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
         case .epoll: return LoopRunner(try EventLoop(index: index, engine: engine, poller: EpollPoller()))
         case .libevent(let method):
             return LoopRunner(try EventLoop(index: index, engine: engine, poller: LibeventPoller(method: method)))
+        case .dispatch:
+            return LoopRunner(try EventLoop(index: index, engine: engine, poller: DispatchPoller()))
         }
     }
 }
