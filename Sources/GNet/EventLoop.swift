@@ -217,6 +217,13 @@ class LoopBase {
             if cork.count >= corkFlushThreshold { flushCork(c) }
             return
         }
+        sendOrQueue(c, bytes)
+    }
+
+    /// Sends `bytes` now; what the socket does not take is queued, with write interest on.
+    /// Nothing may be queued for `c` already (that would reorder the output).
+    @inline(__always)
+    final func sendOrQueue(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         let sent: Int
         do {
             sent = try Socket.send(c.fd, bytes)
@@ -238,7 +245,8 @@ class LoopBase {
         }
         var total = 0
         var n = 0
-        // The arrays stay alive (and their storage fixed) for the duration of this call.
+        // `buffers` is immutable and alive for this whole call, so each element's storage
+        // stays where the iovecs point.
         for b in buffers where !b.isEmpty {
             b.withUnsafeBytes { raw in
                 iovecs[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
@@ -249,7 +257,7 @@ class LoopBase {
         guard n > 0 else { return }
         var sent: Int
         do {
-            sent = try buffers.withUnsafeBufferPointer { _ in try Socket.sendv(c.fd, iovecs, n) }
+            sent = try Socket.sendv(c.fd, iovecs, n)
         } catch {
             fail(c, error)
             return
@@ -268,18 +276,7 @@ class LoopBase {
         guard !cork.isEmpty else { return }
         defer { cork.reset(keepingCapacityUpTo: 1 << 20) }
         guard c.state != .closed else { return }
-        let bytes = cork.readable
-        let sent: Int
-        do {
-            sent = try Socket.send(c.fd, bytes)
-        } catch {
-            fail(c, error)
-            return
-        }
-        if sent < bytes.count {
-            c.outbound.append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
-            wantWrite(c, true)
-        }
+        sendOrQueue(c, cork.readable)
     }
 
     /// Sends as much queued output as the socket takes. Returns the error if the socket failed.

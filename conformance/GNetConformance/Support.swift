@@ -118,6 +118,21 @@ public func openDescriptorCount() -> Int {
     return n - 3 // ".", ".." and the directory's own descriptor
 }
 
+/// The process's open descriptors and what each refers to (`socket:[123]`, `anon_inode:[eventfd]`).
+public func openDescriptors() -> [Int32: String] {
+    guard let d = opendir("/proc/self/fd") else { return [:] }
+    defer { closedir(d) }
+    var out: [Int32: String] = [:]
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        guard let fd = Int32(name) else { continue }
+        var buf = [CChar](repeating: 0, count: 256)
+        let n = readlink("/proc/self/fd/\(name)", &buf, 255)
+        out[fd] = n > 0 ? String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+    }
+    return out
+}
+
 /// Threads of this process whose name starts with `prefix`.
 public func threadsNamed(_ prefix: String) -> Int {
     guard let d = opendir("/proc/self/task") else { return -1 }
