@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
+        .executable(name: "gnet-http", targets: ["gnet-http"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -62,6 +63,16 @@ let package = Package(
             dependencies: ["GNet", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
         ),
+        // The HTTP/1.1 request scanner and response writer behind gnet-http; pure, unit-tested.
+        .target(name: "HTTPCore", dependencies: ["GNet"], path: "Examples/HTTPCore"),
+        .executableTarget(
+            name: "gnet-http",
+            dependencies: ["GNet", "HTTPCore", "ExampleSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/HTTP",
+            exclude: ["pipeline.lua"]
+        ),
+        .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore", "GNet"]),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),

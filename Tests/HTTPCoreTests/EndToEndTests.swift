@@ -1,0 +1,161 @@
+import GNet
+import Glibc
+import HTTPCore
+import Testing
+
+/// `HTTPHandler` on a real engine, driven over loopback sockets.
+@Suite("gnet-http over TCP")
+struct EndToEndTests {
+    /// Runs `body` against an engine serving `HTTPHandler` on a free loopback port.
+    func withServer(poller: PollerKind? = nil, loops: Int = 1, _ body: (SocketAddress) throws -> Void) throws {
+        var options = Options()
+        options.loops = loops
+        options.poller = poller
+        let engine = try Engine(handler: HTTPHandler(), addresses: ["tcp://127.0.0.1:0"], options: options)
+        try engine.start()
+        defer {
+            engine.stop()
+            engine.wait()
+        }
+        try body(engine.addresses[0])
+    }
+
+    @Test("16 pipelined requests in one write: 16 responses, in order; the connection stays open",
+          arguments: PollerKind.allAvailable)
+    func pipelined(_ poller: PollerKind) throws {
+        try withServer(poller: poller) { address in
+            let client = try Client(address)
+            var batch = ""
+            for i in 0..<16 {
+                // A 404 every fourth request makes the order visible.
+                let path = i % 4 == 3 ? "/missing-\(i)" : (i % 2 == 0 ? "/plaintext" : "/")
+                batch += "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            }
+            try client.send(batch)
+            let responses = try client.receive(responses: 16)
+            #expect(responses.map(\.status) == (0..<16).map { $0 % 4 == 3 ? 404 : 200 })
+            #expect(responses.allSatisfy { $0.header("Connection") == nil && $0.header("Server") == "gnet" })
+            #expect(responses.filter { $0.status == 200 }.allSatisfy { $0.body == "Hello, World!" })
+            // The Date is the real clock's.
+            let date = try #require(responses.first?.header("Date"))
+            let now = Int(time(nil))
+            #expect([HTTPDate.string(now - 1), HTTPDate.string(now)].contains(date))
+
+            // Still open: one more request, split across two writes.
+            try client.send("GET /plaintext HTTP/1.1\r\nHo")
+            usleep(20_000)
+            try client.send("st: a\r\n\r\n")
+            #expect(try client.receive(responses: 1).map(\.status) == [200])
+        }
+    }
+
+    @Test("garbage: 400 with Connection: close, then the server closes", arguments: PollerKind.allAvailable)
+    func garbage(_ poller: PollerKind) throws {
+        try withServer(poller: poller) { address in
+            let client = try Client(address)
+            try client.send("GET / HTTP/1.1\r\nHost: a\r\n\r\nthis is not HTTP\r\n\r\n")
+            let all = try client.receiveUntilEOF()
+            let parsed = parseResponses(all)
+            #expect(parsed.leftover == 0)
+            #expect(parsed.responses.map(\.status) == [200, 400])
+            #expect(parsed.responses.last?.header("Connection") == "close")
+            #expect(parsed.responses.last?.body == "Bad Request")
+        }
+    }
+
+    @Test("Connection: close and HTTP/1.0: answered, then closed")
+    func closing() throws {
+        try withServer { address in
+            for request in [
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                "GET /plaintext HTTP/1.0\r\n\r\n",
+            ] {
+                let client = try Client(address)
+                try client.send(request)
+                let parsed = parseResponses(try client.receiveUntilEOF())
+                #expect(parsed.responses.map(\.status) == [200], "\(request.debugDescription)")
+                #expect(parsed.responses.first?.header("Connection") == "close")
+            }
+        }
+    }
+
+    @Test("two loops, several keep-alive clients, each with its own responses cache")
+    func severalLoops() throws {
+        try withServer(loops: 2) { address in
+            let clients = try (0..<6).map { _ in try Client(address) }
+            for round in 0..<3 {
+                for c in clients { try c.send(String(repeating: "GET / HTTP/1.1\r\nHost: a\r\n\r\n", count: round + 1)) }
+                for c in clients { #expect(try c.receive(responses: round + 1).map(\.status) == Array(repeating: 200, count: round + 1)) }
+            }
+        }
+    }
+}
+
+/// A blocking loopback client whose receives time out rather than hang.
+final class Client {
+    let fd: Int32
+    private var buffered: [UInt8] = []
+
+    init(_ address: SocketAddress) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ClientError("socket: errno \(errno)") }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let rc = address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw ClientError("connect: errno \(e)")
+        }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    func send(_ s: String) throws {
+        let b = Array(s.utf8)
+        var off = 0
+        while off < b.count {
+            let n = b.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw ClientError("send: errno \(errno)") }
+            off += n
+        }
+    }
+
+    /// Reads until `count` whole responses have arrived. Throws on EOF or timeout first.
+    func receive(responses count: Int) throws -> [ParsedResponse] {
+        while true {
+            let parsed = parseResponses(buffered)
+            if parsed.responses.count >= count {
+                #expect(parsed.responses.count == count && parsed.leftover == 0, "more than asked for")
+                buffered.removeAll()
+                return parsed.responses
+            }
+            guard try readSome() else { throw ClientError("EOF after \(parsed.responses.count) of \(count) responses") }
+        }
+    }
+
+    /// Reads until the server closes; returns everything not yet returned.
+    func receiveUntilEOF() throws -> [UInt8] {
+        while try readSome() {}
+        defer { buffered.removeAll() }
+        return buffered
+    }
+
+    /// One recv into `buffered`; false at EOF (or a reset).
+    private func readSome() throws -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n > 0 { buffered += chunk[..<n]; return true }
+            if n == 0 { return false }
+            if errno == EINTR { continue }
+            if errno == ECONNRESET { return false }
+            throw ClientError("recv: errno \(errno) (timed out?) with \(buffered.count) bytes unparsed")
+        }
+    }
+}
+
+struct ClientError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
