@@ -61,6 +61,18 @@ struct ByteQueue: ~Copyable {
         tail = live
     }
 
+    /// Lends `n` bytes of writable space at the tail; `body` fills a prefix of it and returns
+    /// how many bytes it wrote, which become readable.
+    mutating func appendInPlace<E: Error>(
+        reserving n: Int, _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Int
+    ) throws(E) -> Int {
+        reserveWritable(n)
+        let written = try body(UnsafeMutableRawBufferPointer(start: base! + tail, count: n))
+        precondition(written >= 0 && written <= n, "wrote \(written) bytes into a \(n)-byte reservation")
+        tail += written
+        return written
+    }
+
     /// Drops the first `n` readable bytes (at most `count`). An emptied queue rewinds to the
     /// front but keeps its storage; call `release()` to free it.
     mutating func consume(_ n: Int) {

@@ -18,8 +18,9 @@ import Poller
 /// and sent with one system call when the callback returns; elsewhere they are sent at once.
 /// What the socket does not take is queued and sent as it drains (`outboundBuffered`).
 public final class Connection {
-    /// The lifecycle: open → (closing: flushing before close) → closed.
-    enum State { case open, closing, closed }
+    /// The lifecycle: open → [closing: flushing output] → [lingering: write side shut down,
+    /// discarding unread input until the peer's EOF] → closed.
+    enum State { case open, closing, lingering, closed }
 
     // MARK: Loop thread only
 
@@ -30,11 +31,14 @@ public final class Connection {
 
     /// Bytes the handler left unconsumed, kept across reads. Empty (and unallocated) while
     /// `lent` holds the input.
-    var inbound = ByteQueue()
+    ///
+    /// The hot buffers skip the runtime's dynamic exclusivity checks (two per write otherwise):
+    /// they are touched only by this loop's thread, and never through overlapping accesses.
+    @exclusivity(unchecked) var inbound = ByteQueue()
     /// The part of the loop's read buffer lent to the current `onTraffic`; empty otherwise.
-    var lent = UnsafeRawBufferPointer(start: nil, count: 0)
+    @exclusivity(unchecked) var lent = UnsafeRawBufferPointer(start: nil, count: 0)
     /// Bytes accepted by `write` that the socket has not taken yet.
-    var outbound = ByteQueue()
+    @exclusivity(unchecked) var outbound = ByteQueue()
     /// The interest registered with the poller.
     var interest: IOEvents = .read
     var state = State.open
@@ -60,6 +64,10 @@ public final class Connection {
 
     /// The local address of the socket.
     public var localAddress: SocketAddress? { Socket.localAddress(fd) }
+
+    /// The index of the loop that owns this connection (0 ..< `Options.loops`), for handlers
+    /// that keep per-loop state in an array.
+    public var loopIndex: Int { loop.index }
 
     /// A `Sendable` handle for other threads: async writes, wake, close.
     public var handle: ConnectionHandle {
@@ -164,6 +172,19 @@ public final class Connection {
     public func write(_ string: String) throws {
         var s = string
         try s.withUTF8 { try write(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Encodes output straight into the send buffer, with no intermediate copy: `body` gets
+    /// `capacity` writable bytes, fills a prefix of them and returns how many it wrote. Use it
+    /// to render replies in place. Returns that count.
+    /// Throws `GNetError.connectionClosed` once the connection is closing or closed.
+    @discardableResult
+    public func write(
+        reservingCapacity capacity: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
+    ) throws -> Int {
+        guard state == .open else { throw GNetError.connectionClosed }
+        guard capacity > 0 else { return 0 }
+        return try loop.writeInPlace(self, capacity, body)
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.

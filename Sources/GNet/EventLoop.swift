@@ -40,7 +40,7 @@ class LoopBase {
     let options: Options
 
     /// Connections by descriptor.
-    private(set) var connections: [Connection?] = []
+    @exclusivity(unchecked) private(set) var connections: [Connection?] = []
     private(set) var connectionCount = 0
     var listeners: [Listener] = []
     /// Every loop's inbox, for handing accepted sockets to other loops.
@@ -51,7 +51,7 @@ class LoopBase {
     /// The shared read buffer: each read lands here and is lent to `onTraffic`.
     let readBuffer: UnsafeMutableRawBufferPointer
     /// Writes made during a callback for `corkOwner` gather here and go out in one send.
-    var cork = ByteQueue()
+    @exclusivity(unchecked) var cork = ByteQueue()
     var corkOwner: Connection? = nil
     private let corkFlushThreshold = 64 * 1024
     private var iovecs: UnsafeMutablePointer<iovec>
@@ -115,8 +115,12 @@ class LoopBase {
             return
         }
         if events.contains(.write) { handleWritable(c) }
-        if events.contains(.read) || events.contains(.readEOF), c.state == .open {
-            handleReadable(c)
+        if events.contains(.read) || events.contains(.readEOF) {
+            switch c.state {
+            case .open: handleReadable(c)
+            case .lingering: discardLingering(c)
+            case .closing, .closed: break
+            }
         }
     }
 
@@ -220,6 +224,22 @@ class LoopBase {
         sendOrQueue(c, bytes)
     }
 
+    /// The write path of `Connection.write(reservingCapacity:_:)`: render into the cork (inside a
+    /// callback) or the connection's queue, then send as `write` would.
+    final func writeInPlace(
+        _ c: Connection, _ capacity: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
+    ) throws -> Int {
+        if c.outbound.isEmpty && corkOwner === c {
+            let n = try cork.appendInPlace(reserving: capacity, body)
+            if cork.count >= corkFlushThreshold { flushCork(c) }
+            return n
+        }
+        let wasEmpty = c.outbound.isEmpty
+        let n = try c.outbound.appendInPlace(reserving: capacity, body)
+        if wasEmpty && n > 0 { flush(c) }
+        return n
+    }
+
     /// Sends `bytes` now; what the socket does not take is queued, with write interest on.
     /// Nothing may be queued for `c` already (that would reorder the output).
     @inline(__always)
@@ -305,7 +325,7 @@ class LoopBase {
 
     final func handleWritable(_ c: Connection) {
         flush(c)
-        if c.state == .closing && c.outbound.isEmpty { closeNow(c, error: nil) }
+        if c.state == .closing && c.outbound.isEmpty { finishClose(c) }
     }
 
     /// Turns write interest on or off (it is on only while output is queued).
@@ -337,25 +357,64 @@ class LoopBase {
         }
     }
 
-    /// An orderly close: flush what is queued, then close. While output cannot be sent, the
-    /// connection waits in `closing` (reads off, writes on) until it drains or the engine's
-    /// shutdown deadline passes.
+    /// An orderly close: flush what is queued, then close (see `finishClose`). While output
+    /// cannot be sent, the connection waits in `closing` (reads off, writes on) until it drains
+    /// or `Options.closeTimeout` passes.
     final func requestClose(_ c: Connection, error: (any Error)?) {
         guard c.state == .open else { return }
         if c.inCallback {
             if c.pendingClose == nil { c.pendingClose = .some(error) }
             return
         }
-        if error == nil {
-            flush(c)
-            guard c.state == .open else { return }
-            if !c.outbound.isEmpty {
-                c.state = .closing
-                setInterest(c, [.write])
+        if let error {
+            closeNow(c, error: error)
+            return
+        }
+        flush(c)
+        guard c.state == .open else { return }
+        if !c.outbound.isEmpty {
+            c.state = .closing
+            setInterest(c, [.write])
+            schedule(after: options.closeTimeout, .closeDeadline(c.fd, c.generation))
+            return
+        }
+        finishClose(c)
+    }
+
+    /// Output is flushed: close. If input the handler never read is still waiting, closing now
+    /// would make the kernel answer with a reset, which can destroy the reply still in flight
+    /// to the peer; so instead shut down the write side (the peer sees EOF after the reply),
+    /// discard input until the peer closes, and close then or at `Options.closeTimeout`
+    /// (a lingering close). A stopping engine closes at once.
+    final func finishClose(_ c: Connection) {
+        let unread = c.inboundBuffered > 0 || Socket.unreadBytes(c.fd) > 0
+        guard unread, !stopping, Glibc.shutdown(c.fd, Int32(SHUT_WR)) == 0 else {
+            closeNow(c, error: nil)
+            return
+        }
+        c.lent = UnsafeRawBufferPointer(start: nil, count: 0)
+        c.inbound.release()
+        if c.state == .open { schedule(after: options.closeTimeout, .closeDeadline(c.fd, c.generation)) }
+        c.state = .lingering
+        setInterest(c, [.read])
+    }
+
+    /// A lingering connection is readable: discard input until EOF (then close).
+    final func discardLingering(_ c: Connection) {
+        for _ in 0..<16 {
+            let n: Int?
+            do {
+                n = try Socket.read(c.fd, readBuffer.baseAddress!, readBuffer.count)
+            } catch {
+                closeNow(c, error: nil)
+                return
+            }
+            guard let n else { return }
+            if n == 0 {
+                closeNow(c, error: nil)
                 return
             }
         }
-        closeNow(c, error: error)
     }
 
     /// Deregisters, calls `onClose`, then closes the descriptor. Exactly once per connection.
@@ -472,7 +531,7 @@ class LoopBase {
         while let task = taskBatch.popFirst() { run(task) }
     }
 
-    private final func liveConnection(_ fd: Int32, _ generation: UInt32) -> Connection? {
+    final func liveConnection(_ fd: Int32, _ generation: UInt32) -> Connection? {
         let i = Int(fd)
         guard i >= 0, i < connections.count, let c = connections[i], c.generation == generation else { return nil }
         return c
@@ -541,6 +600,13 @@ class LoopBase {
                     l.paused = false
                     try? pollerModify(l.fd, [], .read, PollToken(fd: l.fd, generation: Self.listenerGeneration))
                 }
+            case .closeDeadline(let fd, let generation):
+                guard let c = liveConnection(fd, generation) else { continue }
+                switch c.state {
+                case .closing: closeNow(c, error: GNetError.closeTimeout)
+                case .lingering: closeNow(c, error: nil)
+                case .open, .closed: break
+                }
             case .stopDeadline:
                 for case let c? in connections { closeNow(c, error: GNetError.shutdownTimeout) }
             }
@@ -586,7 +652,7 @@ extension LoopBase: Sendable {}
 
 /// A timer on a loop, ordered by deadline (then by scheduling order).
 struct LoopTimer: Comparable {
-    enum Kind { case tick, resumeAccept(Int32), stopDeadline }
+    enum Kind { case tick, resumeAccept(Int32), closeDeadline(Int32, UInt32), stopDeadline }
     var deadline: ContinuousClock.Instant
     var sequence: Int
     var kind: Kind

@@ -21,6 +21,9 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case connectionClosed
     /// Shutdown's deadline passed before this connection's output was flushed.
     case shutdownTimeout
+    /// `Options.closeTimeout` passed before a closing connection's output was flushed (the peer
+    /// stopped reading); what was left unsent is lost.
+    case closeTimeout
 
     public var description: String {
         switch self {
@@ -40,6 +43,8 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the connection is closed"
         case .shutdownTimeout:
             return "the engine's shutdown deadline passed before the connection's output was flushed"
+        case .closeTimeout:
+            return "the connection's output was not flushed within Options.closeTimeout (the peer stopped reading); raise it if peers are slow"
         }
     }
 }

@@ -47,6 +47,10 @@ public struct Options: Sendable {
     /// Call `onTick` periodically on the first loop. Default off.
     public var ticker: Bool = false
 
+    /// How long a closing connection may take to flush its output, and (when unread input was
+    /// left) to see the peer's end after its own, before it is closed anyway. Default 2 s.
+    public var closeTimeout: Duration = .seconds(2)
+
     /// How long a graceful stop waits for output to flush before closing connections anyway.
     public var shutdownTimeout: Duration = .seconds(5)
 
@@ -77,6 +81,9 @@ public struct Options: Sendable {
         }
         if let b = socketReceiveBuffer, b < 1 { throw .invalidOption(name: "socketReceiveBuffer", reason: "must be positive, got \(b)") }
         if let b = socketSendBuffer, b < 1 { throw .invalidOption(name: "socketSendBuffer", reason: "must be positive, got \(b)") }
+        if closeTimeout < .zero {
+            throw .invalidOption(name: "closeTimeout", reason: "must not be negative, got \(closeTimeout)")
+        }
         if shutdownTimeout < .zero {
             throw .invalidOption(name: "shutdownTimeout", reason: "must not be negative, got \(shutdownTimeout)")
         }

@@ -67,3 +67,18 @@ struct ByteQueueTests {
         #expect(freed == 0)
     }
 }
+
+@Suite("ByteQueue in place")
+struct ByteQueueInPlaceTests {
+    @Test func appendInPlaceCommitsWhatWasWritten() {
+        var q = ByteQueue()
+        ([9, 9] as [UInt8]).withUnsafeBytes { q.append($0) }
+        let n = q.appendInPlace(reserving: 100) { buf in
+            for i in 0..<5 { buf[i] = UInt8(i) }
+            return 5
+        }
+        #expect(n == 5)
+        let bytes = Array(q.readable)
+        #expect(bytes == [9, 9, 0, 1, 2, 3, 4])
+    }
+}

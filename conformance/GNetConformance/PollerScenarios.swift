@@ -51,13 +51,15 @@ enum PollerScenarios {
         return got
     }
 
-    /// Waits until `fd`'s registration reports `events` (tolerating spurious and unrelated
-    /// reports), up to `attempts` waits.
-    static func waitFor(_ p: any Poller, _ token: PollToken, _ events: IOEvents, attempts: Int = 10) throws {
-        for _ in 0..<attempts {
-            for (t, e) in try collect(p) where t == token && e.isSuperset(of: events) { return }
-        }
-        throw ConformanceFailure("\(events) for \(token) was never reported")
+    /// Waits until `token`'s registration reports all of `events` in one report (tolerating
+    /// spurious and unrelated reports) for up to `timeout`. Bounded by time, not by a count of
+    /// waits: a level-triggered `write` can end every wait at once while `read` is on its way.
+    static func waitFor(_ p: any Poller, _ token: PollToken, _ events: IOEvents, timeout: Duration = .seconds(2)) throws {
+        let deadline = ContinuousClock.now + timeout
+        repeat {
+            for (t, e) in try collect(p, .after(.milliseconds(50))) where t == token && e.isSuperset(of: events) { return }
+        } while ContinuousClock.now < deadline
+        throw ConformanceFailure("\(events) for \(token) was never reported within \(timeout)")
     }
 
     static func readableWritable(_ kind: PollerKind) async throws -> Trace? {

@@ -7,7 +7,7 @@ import Synchronization
 /// from another thread) × how many loops × how connections are spread, plus greetings,
 /// actions returned from `onOpen`/`onTraffic`, and handles used after a connection is gone.
 enum ServerMatrixScenarios {
-    enum WriteMode: String, CaseIterable { case sync, writev, async }
+    enum WriteMode: String, CaseIterable { case sync, writev, inPlace = "in-place", async }
 
     static var all: [Scenario] {
         var list: [Scenario] = []
@@ -36,6 +36,7 @@ enum ServerMatrixScenarios {
             Scenario("lifecycle.wake", .engine, run: wake),
             Scenario("lifecycle.unix-socket-echo", .engine, run: unixEcho),
             Scenario("lifecycle.tick", .engine, run: tick),
+            Scenario("lifecycle.close-with-unread-input", .engine, run: closeWithUnreadInput),
         ]
         return list
     }
@@ -53,6 +54,17 @@ enum ServerMatrixScenarios {
                 case .writev:
                     let half = bytes.count / 2
                     try c.writev([Array(bytes[..<half]), [], Array(bytes[half...])])
+                case .inPlace:
+                    // Rendered in two pieces, the second reservation larger than it needs.
+                    let half = bytes.count / 2
+                    try c.write(reservingCapacity: half) { buf in
+                        bytes.withUnsafeBytes { buf.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<half])) }
+                        return half
+                    }
+                    try c.write(reservingCapacity: bytes.count) { buf in
+                        bytes.withUnsafeBytes { buf.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[half...])) }
+                        return bytes.count - half
+                    }
                 case .async:
                     let handle = c.handle
                     // From another thread, as a worker pool would answer.
@@ -265,4 +277,31 @@ extension Result where Failure == any Error {
 func requireValue<T>(_ v: T?, _ what: String = "value") throws -> T {
     guard let v else { throw ConformanceFailure("missing \(what)") }
     return v
+}
+
+extension ServerMatrixScenarios {
+    /// The handler answers the first bytes with a large reply and closes without reading the
+    /// rest of what the client sent. The client must get the whole reply and then EOF — not a
+    /// reset, which is what closing a socket with unread input would send.
+    static func closeWithUnreadInput(_ kind: PollerKind) async throws -> Trace? {
+        let reply = patternBytes(300_000, seed: 11)
+        let handler = ScriptedHandler(onTraffic: { c, _ in
+            try? c.write(reply)
+            return .close
+        })
+        try await withEngine(kind, handler) { _, address in
+            let got = try await onThread("reply before close") {
+                let client = try TestClient(address)
+                try client.send(patternBytes(64 * 1024, seed: 12))
+                usleep(20_000)
+                try client.send(patternBytes(64 * 1024, seed: 13)) // arrives after the close began
+                let got = try client.receive(exactly: reply.count)
+                try expect(client.isClosedByPeer(within: .seconds(3)), "no EOF after the reply")
+                return got
+            }
+            try expect(got == reply, "the reply was cut or changed by the close")
+            try await eventually("onClose") { handler.closes == 1 }
+        }
+        return nil
+    }
 }
