@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
         .executable(name: "gnet-http", targets: ["gnet-http"]),
+        .executable(name: "gnet-redis", targets: ["gnet-redis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -73,6 +74,19 @@ let package = Package(
             exclude: ["pipeline.lua"]
         ),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore", "GNet"]),
+        // The RESP2 parser, key-value store and commands behind gnet-redis; pure, unit-tested.
+        .target(
+            name: "RedisCore",
+            dependencies: ["GNet", "Poller", .product(name: "HeapModule", package: "swift-collections")],
+            path: "Examples/RedisCore"
+        ),
+        .executableTarget(
+            name: "gnet-redis",
+            dependencies: ["GNet", "RedisCore", "ExampleSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/Redis"
+        ),
+        .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet"]),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),

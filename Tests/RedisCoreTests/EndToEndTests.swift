@@ -1,0 +1,182 @@
+import GNet
+import Glibc
+import RedisCore
+import Testing
+
+/// A blocking loopback client with a receive timeout, so a missing reply fails instead of hanging.
+private final class Client {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ClientError("socket: errno \(errno)") }
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard rc == 0 else {
+            close(fd)
+            throw ClientError("connect: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ s: String) throws { try send(Array(s.utf8)) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw ClientError("send: errno \(errno)") }
+            off += n
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    func receive(_ n: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: n)
+        var got = 0
+        while got < n {
+            let r = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
+            guard r > 0 else { throw ClientError("recv after \(got) of \(n) bytes: \(r == 0 ? "EOF" : "errno \(errno)")") }
+            got += r
+        }
+        return out
+    }
+
+    /// Reads the reply to a request whose reply is `expected`, as text.
+    func receive(like expected: String) throws -> String {
+        String(decoding: try receive(expected.utf8.count), as: UTF8.self)
+    }
+
+    /// Reads one reply line, CRLF included.
+    func receiveLine() throws -> String {
+        var line: [UInt8] = []
+        while !line.ends(with: [13, 10]) { line += try receive(1) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Whether the server closed the connection (EOF or reset) with nothing more to read.
+    func isClosedByServer() -> Bool {
+        var b: UInt8 = 0
+        let r = recv(fd, &b, 1, 0)
+        return r == 0 || (r < 0 && errno == ECONNRESET)
+    }
+}
+
+extension Array where Element == UInt8 {
+    fileprivate func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix }
+}
+
+private struct ClientError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Starts an engine with the Redis handler on a free loopback port, runs `body`, then stops it.
+private func withServer(loops: Int = 1, _ body: (Int) throws -> Void) throws {
+    var options = Options()
+    options.loops = loops
+    options.ticker = true
+    let engine = try Engine(handler: RedisHandler(), addresses: ["tcp://127.0.0.1:0"], options: options)
+    try engine.start()
+    defer {
+        engine.stop()
+        engine.wait()
+    }
+    let port = try #require(engine.addresses.first?.port)
+    try body(port)
+}
+
+@Suite("End to end, over TCP", .serialized)
+struct EndToEndTests {
+    @Test("pipelined commands get their replies in order, byte for byte")
+    func pipelined() throws {
+        try withServer { port in
+            let c = try Client(port: port)
+            let request = resp("SET", "greeting", "hello") + resp("GET", "greeting") + "PING\r\n"
+                + resp("INCR", "n") + resp("INCRBY", "n", "9") + resp("MGET", "greeting", "missing")
+                + resp("SET", "greeting", "again", "NX") + resp("DEL", "greeting", "n") + resp("EXISTS", "n")
+                + resp("SET", "t", "x", "PX", "100000") + resp("ECHO", "bye")
+            let expected = "+OK\r\n$5\r\nhello\r\n+PONG\r\n:1\r\n:10\r\n*2\r\n$5\r\nhello\r\n$-1\r\n$-1\r\n:2\r\n:0\r\n"
+                + "+OK\r\n$3\r\nbye\r\n"
+            try c.send(request)
+            #expect(try c.receive(like: expected) == expected)
+        }
+    }
+
+    @Test("a request sent one byte at a time is answered once it is complete")
+    func byteByByte() throws {
+        try withServer { port in
+            let c = try Client(port: port)
+            for b in Array((resp("SET", "k", "v") + "GET k\r\n").utf8) {
+                try c.send([b])
+                usleep(200)
+            }
+            #expect(try c.receive(like: "+OK\r\n$1\r\nv\r\n") == "+OK\r\n$1\r\nv\r\n")
+        }
+    }
+
+    @Test("a 1 MiB value goes in and comes back out intact")
+    func largeValue() throws {
+        try withServer { port in
+            let c = try Client(port: port)
+            let value = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+            var request = Array("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$\(value.count)\r\n".utf8) + value + Array("\r\n".utf8)
+            request += Array(resp("GET", "big").utf8)
+            try c.send(request)
+            #expect(try c.receive(like: "+OK\r\n") == "+OK\r\n")
+            let header = Array("$\(value.count)\r\n".utf8)
+            let reply = try c.receive(header.count + value.count + 2)
+            #expect(Array(reply[..<header.count]) == header)
+            #expect(Array(reply[header.count..<(header.count + value.count)]) == value)
+            #expect(Array(reply.suffix(2)) == Array("\r\n".utf8))
+        }
+    }
+
+    @Test("a protocol error is answered, then the connection closes")
+    func protocolErrorCloses() throws {
+        try withServer { port in
+            let c = try Client(port: port)
+            try c.send("PING\r\n*1\r\n$abc\r\n")
+            let expected = "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+            #expect(try c.receive(like: expected) == expected)
+            #expect(c.isClosedByServer())
+        }
+    }
+
+    @Test("QUIT is answered, then the connection closes")
+    func quitCloses() throws {
+        try withServer { port in
+            let c = try Client(port: port)
+            try c.send(resp("QUIT") + resp("PING"))
+            #expect(try c.receive(like: "+OK\r\n") == "+OK\r\n")
+            #expect(c.isClosedByServer())
+        }
+    }
+
+    @Test("clients on several loops share one keyspace")
+    func sharedAcrossLoops() throws {
+        try withServer(loops: 2) { port in
+            let clients = try (0..<8).map { _ in try Client(port: port) }
+            var seen = Set<String>()
+            for _ in 0..<50 {
+                for c in clients { try c.send(resp("INCR", "shared")) }
+                for c in clients { seen.insert(try c.receiveLine()) }
+            }
+            // Every increment happened exactly once: each value from 1 to 400 was someone's reply.
+            #expect(seen == Set((1...400).map { ":\($0)\r\n" }))
+            let c = clients[0]
+            try c.send(resp("GET", "shared"))
+            #expect(try c.receive(like: "$3\r\n400\r\n") == "$3\r\n400\r\n")
+        }
+    }
+}
