@@ -44,6 +44,8 @@ public final class Connection {
     var state = State.open
     /// True while a handler callback for this connection runs; closing then waits for it.
     var inCallback = false
+    /// The peer's EOF was read: no lingering close is needed.
+    var peerClosed = false
     /// A close asked for during a callback, with its reason.
     var pendingClose: (any Error)?? = nil
 

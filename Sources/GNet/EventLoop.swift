@@ -137,6 +137,7 @@ class LoopBase {
         }
         guard let n else { return } // spurious readiness
         if n == 0 {
+            c.peerClosed = true
             requestClose(c, error: nil)
             return
         }
@@ -381,14 +382,14 @@ class LoopBase {
         finishClose(c)
     }
 
-    /// Output is flushed: close. If input the handler never read is still waiting, closing now
-    /// would make the kernel answer with a reset, which can destroy the reply still in flight
-    /// to the peer; so instead shut down the write side (the peer sees EOF after the reply),
-    /// discard input until the peer closes, and close then or at `Options.closeTimeout`
-    /// (a lingering close). A stopping engine closes at once.
+    /// Output is flushed: close. A socket closed while the peer is still sending answers its
+    /// next bytes (or any it holds unread) with a reset, and a reset destroys the reply still
+    /// in flight to the peer. So unless the peer has already sent its EOF, shut down the write
+    /// side instead (the peer sees EOF after the reply), discard input until the peer closes,
+    /// and close then or at `Options.closeTimeout` — a lingering close. A stopping engine
+    /// closes at once.
     final func finishClose(_ c: Connection) {
-        let unread = c.inboundBuffered > 0 || Socket.unreadBytes(c.fd) > 0
-        guard unread, !stopping, Glibc.shutdown(c.fd, Int32(SHUT_WR)) == 0 else {
+        guard !stopping, !c.peerClosed, Glibc.shutdown(c.fd, Int32(SHUT_WR)) == 0 else {
             closeNow(c, error: nil)
             return
         }

@@ -118,12 +118,6 @@ enum Socket {
         }
     }
 
-    /// Bytes received and not yet read (`FIONREAD`); 0 when unknown.
-    static func unreadBytes(_ fd: Int32) -> Int {
-        var n: Int32 = 0
-        return ioctl(fd, UInt(FIONREAD), &n) == 0 ? Int(n) : 0
-    }
-
     /// Sends without raising SIGPIPE. Returns bytes sent, 0 for would-block.
     @inline(__always)
     static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int {
