@@ -70,8 +70,7 @@ let package = Package(
             name: "gnet-http",
             dependencies: ["GNet", "HTTPCore", "ExampleSupport",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Examples/HTTP",
-            exclude: ["pipeline.lua"]
+            path: "Examples/HTTP"
         ),
         .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore", "GNet"]),
         // The RESP2 parser, key-value store and commands behind gnet-redis; pure, unit-tested.
