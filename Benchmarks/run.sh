@@ -140,8 +140,33 @@ source "$HERE/lib/load.sh"
 # shellcheck source=lib/efficiency.sh
 source "$HERE/lib/efficiency.sh"
 
+# ---- tools -----------------------------------------------------------------------------------
+# A fresh Debian/Ubuntu machine lacks the load tools: install what is missing through apt (as
+# root, or with sudo), and the libevent headers the main package needs (scripts/bootstrap.sh).
+install_tools() {
+    local need=() sudo=""
+    command -v cc >/dev/null 2>&1 || need+=(gcc)
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+    command -v ss >/dev/null 2>&1 || need+=(iproute2)
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    command -v strace >/dev/null 2>&1 || need+=(strace)
+    if ((${#need[@]})); then
+        say "installing ${need[*]}"
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null || {
+            echo "could not install ${need[*]}; install them and run again" >&2
+            exit 1
+        }
+    fi
+    "$ROOT/scripts/bootstrap.sh" || exit 1
+}
+
 # ---- build -----------------------------------------------------------------------------------
 build() {
+    install_tools
     say "building the C programs"
     local cc=${CC:-cc}
     $cc -O2 -Wall -pthread -o "$CBIN/c-echo" "$HERE/C/echo.c" || exit 1
