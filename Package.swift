@@ -51,7 +51,10 @@ let package = Package(
         // What the example servers share: logging set-up, the ready line, signal handling.
         .target(
             name: "ExampleSupport",
-            dependencies: ["GNet", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "GNet", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Examples/Support"
         ),
         .executableTarget(

@@ -1,0 +1,44 @@
+import ArgumentParser
+import GNet
+
+/// The command line every example server takes:
+/// `[--host 127.0.0.1] [--port N] [--loops N] [--poller NAME] [--verbose]`.
+public struct ServerOptions: ParsableArguments {
+    @Option(help: "The address to listen on.")
+    public var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on (0 picks a free one). Default: the server's own port.")
+    public var port: Int?
+
+    @Option(help: "Event loops (threads).")
+    public var loops = 1
+
+    @Option(help: "Poller backend: \(PollerKind.validNames.joined(separator: ", ")). Default: the platform's.")
+    public var poller: String?
+
+    @Flag(help: "Log engine events (boot, stop, trouble) to stderr.")
+    public var verbose = false
+
+    public init() {}
+
+    /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`).
+    /// An engine error (bad address, port in use, unknown poller, bad option) is printed as
+    /// `NAME: what to fix` and exits with status 1, rather than as a usage error.
+    public func serve(
+        _ name: String, _ handler: some EventHandler, defaultPort: Int,
+        configure: (inout Options) -> Void = { _ in }
+    ) throws {
+        ExampleServer.bootstrapLogging(verbose: verbose)
+        do {
+            var options = Options()
+            options.loops = loops
+            configure(&options)
+            if let poller { options.poller = try PollerKind(name: poller) }
+            let address = ExampleServer.address(host: host, port: port ?? defaultPort)
+            try ExampleServer.serve(Engine(handler: handler, addresses: [address], options: options))
+        } catch {
+            ExampleServer.printError("\(name): \(error)")
+            throw ExitCode.failure
+        }
+    }
+}
