@@ -75,7 +75,7 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/HTTP"
         ),
-        .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore", "GNet"]),
+        .testTarget(name: "HTTPCoreTests", dependencies: ["HTTPCore", "GNet", "GNetConformance"]),
         // The RESP2 parser, key-value store and commands behind gnet-redis; pure, unit-tested.
         .target(
             name: "RedisCore",
@@ -88,7 +88,7 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Redis"
         ),
-        .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet"]),
+        .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet", "GNetConformance"]),
         .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),

@@ -1,4 +1,5 @@
 import GNet
+import GNetConformance
 import Glibc
 import HTTPCore
 import Testing
@@ -91,35 +92,15 @@ struct EndToEndTests {
     }
 }
 
-/// A blocking loopback client whose receives time out rather than hang.
+/// A loopback client that parses what it receives into responses (over the conformance
+/// suite's `TestClient`, whose receives time out rather than hang).
 final class Client {
-    let fd: Int32
+    private let socket: TestClient
     private var buffered: [UInt8] = []
 
-    init(_ address: SocketAddress) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ClientError("socket: errno \(errno)") }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let rc = address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }
-        guard rc == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw ClientError("connect: errno \(e)")
-        }
-    }
+    init(_ address: SocketAddress) throws { socket = try TestClient(address) }
 
-    deinit { Glibc.close(fd) }
-
-    func send(_ s: String) throws {
-        let b = Array(s.utf8)
-        var off = 0
-        while off < b.count {
-            let n = b.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw ClientError("send: errno \(errno)") }
-            off += n
-        }
-    }
+    func send(_ s: String) throws { try socket.send(s) }
 
     /// Reads until `count` whole responses have arrived. Throws on EOF or timeout first.
     func receive(responses count: Int) throws -> [ParsedResponse] {
@@ -141,17 +122,11 @@ final class Client {
         return buffered
     }
 
-    /// One recv into `buffered`; false at EOF (or a reset).
+    /// One receive into `buffered`; false at EOF (or a reset).
     private func readSome() throws -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress!, $0.count, 0) }
-            if n > 0 { buffered += chunk[..<n]; return true }
-            if n == 0 { return false }
-            if errno == EINTR { continue }
-            if errno == ECONNRESET { return false }
-            throw ClientError("recv: errno \(errno) (timed out?) with \(buffered.count) bytes unparsed")
-        }
+        let chunk = try socket.receiveSome()
+        buffered += chunk
+        return !chunk.isEmpty
     }
 }
 

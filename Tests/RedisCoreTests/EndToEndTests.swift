@@ -1,84 +1,37 @@
 import GNet
+import GNetConformance
 import Glibc
 import RedisCore
 import Testing
 
-/// A blocking loopback client with a receive timeout, so a missing reply fails instead of hanging.
-private final class Client {
-    let fd: Int32
+/// The conformance suite's blocking client (receives time out rather than hang), with the
+/// reads these tests need.
+private typealias Client = TestClient
 
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ClientError("socket: errno \(errno)") }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0 else {
-            close(fd)
-            throw ClientError("connect: errno \(errno)")
-        }
-    }
-
-    deinit { close(fd) }
-
-    func send(_ s: String) throws { try send(Array(s.utf8)) }
-
-    func send(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw ClientError("send: errno \(errno)") }
-            off += n
-        }
+extension TestClient {
+    fileprivate convenience init(port: Int) throws {
+        try self.init(SocketAddress(ipAddress: "127.0.0.1", port: port)!)
     }
 
     /// Reads exactly `n` bytes.
-    func receive(_ n: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: n)
-        var got = 0
-        while got < n {
-            let r = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
-            guard r > 0 else { throw ClientError("recv after \(got) of \(n) bytes: \(r == 0 ? "EOF" : "errno \(errno)")") }
-            got += r
-        }
-        return out
-    }
+    fileprivate func receive(_ n: Int) throws -> [UInt8] { try receive(exactly: n) }
 
     /// Reads the reply to a request whose reply is `expected`, as text.
-    func receive(like expected: String) throws -> String {
+    fileprivate func receive(like expected: String) throws -> String {
         String(decoding: try receive(expected.utf8.count), as: UTF8.self)
     }
 
     /// Reads one reply line, CRLF included.
-    func receiveLine() throws -> String {
+    fileprivate func receiveLine() throws -> String {
         var line: [UInt8] = []
-        while !line.ends(with: [13, 10]) { line += try receive(1) }
+        while !(line.count >= 2 && line[line.count - 2] == 13 && line[line.count - 1] == 10) { line += try receive(1) }
         return String(decoding: line, as: UTF8.self)
     }
 
     /// Whether the server closed the connection (EOF or reset) with nothing more to read.
-    func isClosedByServer() -> Bool {
-        var b: UInt8 = 0
-        let r = recv(fd, &b, 1, 0)
-        return r == 0 || (r < 0 && errno == ECONNRESET)
+    fileprivate func isClosedByServer() -> Bool {
+        (try? receiveSome(max: 1))?.isEmpty ?? false
     }
-}
-
-extension Array where Element == UInt8 {
-    fileprivate func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix }
-}
-
-private struct ClientError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }
 
 /// Starts an engine with the Redis handler on a free loopback port, runs `body`, then stops it.

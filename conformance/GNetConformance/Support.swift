@@ -61,6 +61,19 @@ public final class TestClient: @unchecked Sendable {
         return out
     }
 
+    /// Reads whatever has arrived (waiting for at least one byte), up to `max` bytes; empty at
+    /// EOF or on a reset. Throws on timeout.
+    public func receiveSome(max: Int = 65536) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: max)
+        while true {
+            let r = buf.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress!, $0.count, 0) }
+            if r >= 0 { return Array(buf[..<r]) }
+            if errno == EINTR { continue }
+            if errno == ECONNRESET { return [] }
+            throw ConformanceFailure("receive: \(SystemError("recv", errno: errno))")
+        }
+    }
+
     /// Reads until the server closes. Throws on timeout; a reset counts as the end.
     public func receiveUntilEOF(limit: Int = 64 << 20) throws -> [UInt8] {
         var out: [UInt8] = []
