@@ -24,6 +24,10 @@ struct RedisCommand: ParsableCommand {
         try server.serve("gnet-redis", RedisHandler(), defaultPort: 6380, configure: { options in
             // The tick sweeps expired keys.
             options.ticker = true
+            // A command is parsed whole, so unconsumed input may grow to the largest request
+            // Redis itself accepts (its client-query-buffer-limit); a client that sends and
+            // never reads is still bounded by the output watermark, which pauses reading.
+            options.inboundLimit = RequestLimits().maxRequestLength
         })
     }
 }

@@ -18,36 +18,48 @@ import Poller
 /// and sent with one system call when the callback returns; elsewhere they are sent at once.
 /// What the socket does not take is queued and sent as it drains (`outboundBuffered`).
 public final class Connection {
-    /// The lifecycle: open → [closing: flushing output] → [lingering: write side shut down,
-    /// discarding unread input until the peer's EOF] → closed.
-    enum State { case open, closing, lingering, closed }
-
     // MARK: Loop thread only
 
     /// The socket descriptor. Valid until `onClose` returns.
     public let fd: Int32
     let generation: UInt32
-    unowned(unsafe) let loop: LoopBase
+    unowned(unsafe) let loop: EventLoop
 
     /// Bytes the handler left unconsumed, kept across reads. Empty (and unallocated) while
     /// `lent` holds the input.
     ///
     /// The hot buffers skip the runtime's dynamic exclusivity checks (two per write otherwise):
-    /// they are touched only by this loop's thread, and never through overlapping accesses.
+    /// they are touched only by this loop's thread, never through overlapping accesses, and
+    /// the one way user code could overlap them (writing from inside an in-place render) is
+    /// refused by `renderingInPlace` before any buffer is touched.
     @exclusivity(unchecked) var inbound = ByteQueue()
     /// The part of the loop's read buffer lent to the current `onTraffic`; empty otherwise.
     @exclusivity(unchecked) var lent = UnsafeRawBufferPointer(start: nil, count: 0)
-    /// Bytes accepted by `write` that the socket has not taken yet.
-    @exclusivity(unchecked) var outbound = ByteQueue()
+    /// Bytes accepted by `write` that the socket has not taken yet, with the watermarks' state.
+    @exclusivity(unchecked) var outbound = OutboundBuffer()
     /// The interest registered with the poller.
     var interest: IOEvents = .read
-    var state = State.open
+    /// Where the connection is in its life (see `ConnectionState`).
+    var state = ConnectionState.open
     /// True while a handler callback for this connection runs; closing then waits for it.
     var inCallback = false
-    /// The peer's EOF was read: no lingering close is needed.
-    var peerClosed = false
-    /// A close asked for during a callback, with its reason.
-    var pendingClose: (any Error)?? = nil
+    /// True while a `write(reservingCapacity:)` closure renders into the output buffer.
+    var renderingInPlace = false
+    /// A close asked for while a callback ran, carried out when it returns.
+    var pendingClose: CloseCause? = nil
+    /// The peer's EOF was read: no more input will come, and no lingering close is needed.
+    var inputClosed = false
+    /// The handler paused reading (`pauseReading()`).
+    var readingPaused = false
+    /// The writability last told to the handler by `onWritabilityChanged`.
+    var notifiedWritable = true
+    /// `onTraffic` stopped re-offering buffered input because output backed up; offer it
+    /// again when the connection turns writable.
+    var trafficDeferred = false
+    /// While draining: when output last made progress (the close deadline counts from here).
+    var lastProgress = ContinuousClock.Instant.now
+    /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
+    var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 
     /// The peer's address.
     public let remoteAddress: SocketAddress?
@@ -56,7 +68,7 @@ public final class Connection {
     /// Anything the handler wants to keep with the connection (gnet's `Context`).
     public var context: Any? = nil
 
-    init(fd: Int32, generation: UInt32, loop: LoopBase, remote: SocketAddress?, listener: SocketAddress?) {
+    init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?) {
         self.fd = fd
         self.generation = generation
         self.loop = loop
@@ -78,6 +90,35 @@ public final class Connection {
 
     /// Whether the connection is open (false once closing or closed).
     public var isOpen: Bool { state == .open }
+
+    /// False while more than `Options.outboundHighWatermark` bytes of output are queued, until
+    /// they drain to `outboundLowWatermark` (`onWritabilityChanged` tells of each flip). While
+    /// false the engine does not read from the connection. Writes still work: they queue.
+    public var isWritable: Bool { outbound.isWritable }
+
+    /// Stops reading from the connection until `resumeReading()` (SwiftNIO's `autoRead` off):
+    /// for a handler that forwards input to a slow consumer elsewhere. The peer is held back by
+    /// TCP; nothing is dropped. Input already buffered stays buffered.
+    public func pauseReading() {
+        guard !readingPaused else { return }
+        readingPaused = true
+        loop.settle(self)
+    }
+
+    /// Resumes reading after `pauseReading()`. Input that was left buffered is offered to
+    /// `onTraffic` again at once.
+    public func resumeReading() {
+        guard readingPaused else { return }
+        readingPaused = false
+        trafficDeferred = trafficDeferred || inboundBuffered > 0
+        loop.settle(self)
+    }
+
+    /// Whether reading was paused by `pauseReading()`.
+    public var isReadingPaused: Bool { readingPaused }
+
+    /// Whether the peer has shut down its sending side (its EOF was read).
+    public var isInputClosed: Bool { inputClosed }
 
     // MARK: Reading
 
@@ -150,10 +191,22 @@ public final class Connection {
         outbound.count + (loop.corkOwner === self ? loop.cork.count : 0)
     }
 
+    /// Throws unless the connection can take a write now.
+    @inline(__always)
+    func checkWritable() throws(GNetError) {
+        guard state == .open else { throw .connectionClosed }
+        if renderingInPlace { throw Self.writeWhileRendering }
+    }
+
+    static let writeWhileRendering = GNetError.misuse(
+        "Connection.write, writev or flush was called inside a write(reservingCapacity:) closure; "
+            + "return from the closure first (its bytes are sent with the next write)")
+
     /// Sends `bytes` (or queues what the socket does not take now).
-    /// Throws `GNetError.connectionClosed` once the connection is closing or closed.
+    /// Throws `GNetError.connectionClosed` once the connection is closing or closed, and
+    /// `GNetError.misuse` inside a `write(reservingCapacity:)` closure.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard state == .open else { throw GNetError.connectionClosed }
+        try checkWritable()
         loop.write(self, bytes)
     }
 
@@ -184,14 +237,16 @@ public final class Connection {
     public func write(
         reservingCapacity capacity: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
     ) throws -> Int {
-        guard state == .open else { throw GNetError.connectionClosed }
+        try checkWritable()
         guard capacity > 0 else { return 0 }
+        renderingInPlace = true
+        defer { renderingInPlace = false }
         return try loop.writeInPlace(self, capacity, body)
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.
     public func writev(_ buffers: [[UInt8]]) throws {
-        guard state == .open else { throw GNetError.connectionClosed }
+        try checkWritable()
         loop.writev(self, buffers)
     }
 
@@ -199,13 +254,22 @@ public final class Connection {
     /// socket's error if the connection failed (it is then closed after the callback).
     public func flush() throws {
         guard state != .closed else { throw GNetError.connectionClosed }
+        if renderingInPlace { throw Self.writeWhileRendering }
         if let error = loop.flush(self) { throw error }
     }
 
     /// Closes the connection once what was written has been sent (`onClose` follows, with a nil
-    /// error). Calling it again, or on a closed connection, does nothing.
+    /// error; see `Options.closeTimeout` for a peer that stops reading). Calling it again, or on
+    /// a closed connection, does nothing.
     public func close() {
-        loop.requestClose(self, error: nil)
+        loop.requestClose(self, .orderly)
+    }
+
+    /// Closes the connection at once with a reset (`SO_LINGER` 0), dropping queued output; the
+    /// peer sees `ECONNRESET`, never a clean end of a truncated stream. `onClose` gets `error`
+    /// (`GNetError.connectionClosed` if nil).
+    public func abort(_ error: (any Error)? = nil) {
+        loop.requestClose(self, .abandoned(error ?? GNetError.connectionClosed))
     }
 }
 
@@ -215,13 +279,22 @@ extension Connection: Sendable {}
 // MARK: - Socket options
 
 extension Connection {
+    /// Every setter throws `GNetError.connectionClosed` once the connection has closed (its
+    /// descriptor number may then belong to another socket).
+    @inline(__always)
+    private func checkSocket() throws(GNetError) {
+        guard state != .closed else { throw .connectionClosed }
+    }
+
     /// `TCP_NODELAY`: send small writes at once instead of coalescing them (Nagle).
     public func setNoDelay(_ on: Bool) throws {
+        try checkSocket()
         try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY")
     }
 
     /// TCP keep-alive: probe an idle peer after `idle` (nil turns keep-alive off).
     public func setKeepAlive(_ idle: Duration?) throws {
+        try checkSocket()
         guard let idle else {
             try Socket.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 0, "SO_KEEPALIVE")
             return
@@ -234,20 +307,21 @@ extension Connection {
 
     /// `SO_RCVBUF`, the kernel's receive buffer size.
     public func setReceiveBuffer(_ bytes: Int) throws {
+        try checkSocket()
         try Socket.setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: bytes), "SO_RCVBUF")
     }
 
     /// `SO_SNDBUF`, the kernel's send buffer size.
     public func setSendBuffer(_ bytes: Int) throws {
+        try checkSocket()
         try Socket.setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(clamping: bytes), "SO_SNDBUF")
     }
 
     /// `SO_LINGER`: on close, wait up to `timeout` for unsent data (zero resets the connection;
     /// nil restores the default graceful close).
     public func setLinger(_ timeout: Duration?) throws {
+        try checkSocket()
         var l = linger(l_onoff: timeout == nil ? 0 : 1, l_linger: Int32(clamping: timeout?.components.seconds ?? 0))
-        _ = try sysCall("setsockopt(SO_LINGER)") {
-            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
-        }
+        try Socket.setLinger(fd, &l)
     }
 }

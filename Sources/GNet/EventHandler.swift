@@ -29,6 +29,18 @@ public protocol EventHandler: Sendable {
     /// Bytes already received were delivered to `onTraffic` before this. Writes no longer work.
     func onClose(_ connection: Connection, error: (any Error)?) -> Action
 
+    /// The connection's writability flipped (`connection.isWritable` tells which way): it
+    /// turned false when queued output rose above `Options.outboundHighWatermark`, true when it
+    /// drained to `outboundLowWatermark`. Called once per flip, alternating, on the loop thread.
+    /// While unwritable the engine stops reading from the connection by itself; a handler that
+    /// produces output on its own (streaming) should pause until the next call.
+    func onWritabilityChanged(_ connection: Connection) -> Action
+
+    /// With `Options.allowHalfClosure`, the peer shut down its sending side: no more input will
+    /// come, and the connection stays writable until the handler (or a `ConnectionHandle`)
+    /// closes it. Input already received was delivered first. Not called otherwise.
+    func onInputClosed(_ connection: Connection) -> Action
+
     /// With `Options.ticker`, called periodically on the first loop's thread. Return the delay
     /// until the next tick and an action (`.shutdown` stops the engine).
     func onTick() -> (delay: Duration, action: Action)
@@ -43,6 +55,8 @@ extension EventHandler {
     public func onOpen(_ connection: Connection) -> (output: [UInt8]?, action: Action) { (nil, .none) }
     public func onTraffic(_ connection: Connection) -> Action { .none }
     public func onClose(_ connection: Connection, error: (any Error)?) -> Action { .none }
+    public func onWritabilityChanged(_ connection: Connection) -> Action { .none }
+    public func onInputClosed(_ connection: Connection) -> Action { .none }
     public func onTick() -> (delay: Duration, action: Action) { (.seconds(1), .none) }
     public func onShutdown(_ engine: Engine) {}
 }

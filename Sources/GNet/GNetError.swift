@@ -19,11 +19,17 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case engineState(String)
     /// The connection was closed before the operation could be done.
     case connectionClosed
-    /// Shutdown's deadline passed before this connection's output was flushed.
+    /// The engine's shutdown deadline passed before this connection finished closing; queued
+    /// output, if any, was abandoned with a reset.
     case shutdownTimeout
-    /// `Options.closeTimeout` passed before a closing connection's output was flushed (the peer
-    /// stopped reading); what was left unsent is lost.
-    case closeTimeout
+    /// A closing connection's output made no progress for `Options.closeTimeout` (the peer
+    /// stopped reading): the connection was aborted with a reset, and `unsent` bytes were lost.
+    case closeTimeout(unsent: Int)
+    /// A write from another thread would have queued more than `Options.asyncWriteLimit`
+    /// bytes: the write failed and the connection was aborted with a reset.
+    case outboundLimitExceeded(limit: Int)
+    /// The connection was used against its rules (what was wrong is said).
+    case misuse(String)
 
     public var description: String {
         switch self {
@@ -43,8 +49,12 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the connection is closed"
         case .shutdownTimeout:
             return "the engine's shutdown deadline passed before the connection's output was flushed"
-        case .closeTimeout:
-            return "the connection's output was not flushed within Options.closeTimeout (the peer stopped reading); raise it if peers are slow"
+        case .closeTimeout(let unsent):
+            return "the peer read nothing for Options.closeTimeout while the connection was closing; aborted with \(unsent) bytes unsent (raise closeTimeout if peers stall for longer)"
+        case .outboundLimitExceeded(let limit):
+            return "writes from other threads would queue more than Options.asyncWriteLimit (\(limit) bytes) for a connection whose peer is not reading; the connection was aborted (watch ConnectionHandle completions, or raise the limit)"
+        case .misuse(let what):
+            return what
         }
     }
 }

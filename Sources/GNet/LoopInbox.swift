@@ -4,12 +4,14 @@ import Synchronization
 
 /// Work handed to a loop from another thread.
 enum LoopTask: Sendable {
-    /// Write bytes to a connection (`ConnectionHandle.write`).
-    case write(fd: Int32, generation: UInt32, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Write bytes to a connection (`ConnectionHandle.write`); `bytes` is their total.
+    case write(fd: Int32, generation: UInt32, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
     /// Call `onTraffic` without new input (`ConnectionHandle.wake`).
     case wake(fd: Int32, generation: UInt32, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
     /// Close a connection (`ConnectionHandle.close`).
     case close(fd: Int32, generation: UInt32, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Abort a connection with a reset (a handle write went past `Options.asyncWriteLimit`).
+    case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
     /// Stop: close listeners, flush and close connections, end the loop.
@@ -20,11 +22,11 @@ enum LoopTask: Sendable {
     /// Fails the task's completion (or closes its socket) when the loop is gone.
     func abandon() {
         switch self {
-        case .write(_, _, _, let c), .wake(_, _, let c), .close(_, _, let c):
+        case .write(_, _, _, _, let c), .wake(_, _, let c), .close(_, _, let c):
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _):
             _ = closeDescriptor(fd)
-        case .stop, .run:
+        case .abort, .stop, .run:
             break
         }
     }
@@ -41,10 +43,37 @@ final class LoopInbox: Sendable {
     private let waker: any PollerWaker
     /// Open connections on this loop, read by the least-connections balancer.
     let connectionCount = Atomic<Int>(0)
+    /// Bytes of handle writes queued here and not yet taken by the loop.
+    private let queuedWriteBytes = Atomic<Int>(0)
+    /// `Options.asyncWriteLimit`.
+    let asyncWriteLimit: Int
 
-    init(index: Int, waker: any PollerWaker) {
+    init(index: Int, waker: any PollerWaker, asyncWriteLimit: Int) {
         self.index = index
         self.waker = waker
+        self.asyncWriteLimit = asyncWriteLimit
+    }
+
+    /// Queues a handle write of `bytes` unless that would put more than `asyncWriteLimit` bytes
+    /// in this queue; then fails it and aborts the connection, so no later write can follow a
+    /// hole in the stream.
+    func enqueueWrite(fd: Int32, generation: UInt32, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?) {
+        var bytes = 0
+        for b in buffers { bytes += b.count }
+        let queued = queuedWriteBytes.wrappingAdd(bytes, ordering: .relaxed).newValue
+        if queued > asyncWriteLimit {
+            queuedWriteBytes.subtract(bytes, ordering: .relaxed)
+            let error = GNetError.outboundLimitExceeded(limit: asyncWriteLimit)
+            enqueue(.abort(fd: fd, generation: generation, error: error))
+            completion?(.failure(error))
+            return
+        }
+        enqueue(.write(fd: fd, generation: generation, buffers: buffers, bytes: bytes, completion: completion))
+    }
+
+    /// The loop took a handle write of `bytes` off the queue.
+    func tookAsyncWrite(_ bytes: Int) {
+        queuedWriteBytes.subtract(bytes, ordering: .relaxed)
     }
 
     /// Queues `task` and wakes the loop. Returns false (and abandons the task) if the loop
@@ -105,14 +134,21 @@ public struct ConnectionHandle: Sendable, Hashable {
         h.combine(generation)
     }
 
-    /// Writes `bytes` from any thread (gnet's `AsyncWrite`).
+    /// Writes `bytes` from any thread (gnet's `AsyncWrite`). The completion says when the loop
+    /// has taken them (sent or queued).
+    ///
+    /// Bounded: a write that would hold more than `Options.asyncWriteLimit` bytes — queued for
+    /// the connection, or waiting for the loop to take them — fails with
+    /// `GNetError.outboundLimitExceeded` and aborts the connection (the peer sees a reset; a
+    /// stream with a hole in it is never delivered). Pace writes by their completions to stay
+    /// under it.
     public func write(_ bytes: [UInt8], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        inbox.enqueue(.write(fd: fd, generation: generation, buffers: [bytes], completion: completion))
+        inbox.enqueueWrite(fd: fd, generation: generation, buffers: [bytes], completion: completion)
     }
 
-    /// Writes several buffers in order from any thread (gnet's `AsyncWritev`).
+    /// Writes several buffers in order from any thread (gnet's `AsyncWritev`), bounded as `write`.
     public func writev(_ buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        inbox.enqueue(.write(fd: fd, generation: generation, buffers: buffers, completion: completion))
+        inbox.enqueueWrite(fd: fd, generation: generation, buffers: buffers, completion: completion)
     }
 
     /// Makes the loop call `onTraffic` for this connection even without new input (gnet's `Wake`).
@@ -120,7 +156,9 @@ public struct ConnectionHandle: Sendable, Hashable {
         inbox.enqueue(.wake(fd: fd, generation: generation, completion: completion))
     }
 
-    /// Closes the connection after its pending output, from any thread.
+    /// Closes the connection after its pending output, from any thread. The completion is
+    /// called once the connection has closed (after its `onClose`), or with
+    /// `GNetError.connectionClosed` if it was already gone.
     public func close(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
         inbox.enqueue(.close(fd: fd, generation: generation, completion: completion))
     }
@@ -132,7 +170,7 @@ public struct ConnectionHandle: Sendable, Hashable {
         }
     }
 
-    /// Closes the connection and returns when the loop has done so.
+    /// Closes the connection and returns once it has closed (after its `onClose`).
     public func close() async throws {
         try await withCheckedThrowingContinuation { (k: CheckedContinuation<Void, any Error>) in
             close { k.resume(with: $0) }

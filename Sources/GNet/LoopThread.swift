@@ -4,15 +4,17 @@ import Glibc
 /// A loop with its concrete type erased behind the two things the engine does with it:
 /// register its listeners before start, and run it.
 struct LoopRunner {
-    let base: LoopBase
-    let registerListeners: () throws -> Void
+    let base: EventLoop
     let run: () -> Void
 
-    init<P: Poller>(_ loop: EventLoop<P>) {
+    /// A loop on `poller`, whose concrete type `run` keeps for the hot path.
+    init<P: Poller>(index: Int, engine: Engine, poller: P) throws {
+        let loop = try EventLoop(index: index, engine: engine, poller: poller)
         base = loop
-        registerListeners = { try loop.registerListeners() }
-        run = { loop.run() }
+        run = { loop.run(poller) }
     }
+
+    func registerListeners() throws { try base.registerListeners() }
 }
 
 import Poller

@@ -47,9 +47,51 @@ public struct Options: Sendable {
     /// Call `onTick` periodically on the first loop. Default off.
     public var ticker: Bool = false
 
-    /// How long a closing connection may take to flush its output, and (when unread input was
-    /// left) to see the peer's end after its own, before it is closed anyway. Default 2 s.
+    // MARK: Flow control
+
+    /// Queued output (bytes the socket has not taken) above which a connection turns
+    /// unwritable: `Connection.isWritable` becomes false, `onWritabilityChanged` is called, and
+    /// the loop stops reading from the connection until its output drains to
+    /// `outboundLowWatermark`. Default 64 KiB.
+    public var outboundHighWatermark: Int = 64 * 1024
+
+    /// Queued output at or below which an unwritable connection turns writable again (and
+    /// reading resumes). Default 32 KiB. Must not exceed `outboundHighWatermark`.
+    public var outboundLowWatermark: Int = 32 * 1024
+
+    /// Unconsumed input (bytes the handler left buffered) at or above which the loop stops
+    /// reading from a connection, until the handler consumes some. The peer is held back by
+    /// TCP; nothing is dropped. A connection buffers at most this plus one read
+    /// (`readBufferCapacity`). Raise it above the largest frame a handler waits for whole.
+    /// Default 1 MiB.
+    public var inboundLimit: Int = 1 << 20
+
+    /// The most output that writes from other threads (`ConnectionHandle.write`) may hold:
+    /// per connection, its queued output; per loop, the bytes handed over and not yet taken
+    /// by the loop. A handle write past either limit completes with
+    /// `GNetError.outboundLimitExceeded`, and the connection is aborted (the peer sees a
+    /// reset, never a stream with a hole in it; `onClose` gets the same error). Default 16 MiB.
+    public var asyncWriteLimit: Int = 16 << 20
+
+    /// Keep a connection open after the peer shuts down its sending side (`SHUT_WR`): the
+    /// handler is told by `onInputClosed`, reading stops, and writing goes on until the handler
+    /// (or a `ConnectionHandle`) closes it. Default false: the peer's EOF closes the connection
+    /// once queued output is sent.
+    public var allowHalfClosure: Bool = false
+
+    // MARK: Closing and stopping
+
+    /// How long a closing connection may go without any progress in sending its queued output
+    /// before it is aborted with `GNetError.closeTimeout` (the peer sees a reset). This bounds
+    /// lack of progress, not the time to send: a peer that keeps reading, however slowly, gets
+    /// every byte. Default 2 s.
     public var closeTimeout: Duration = .seconds(2)
+
+    /// How long a closed connection waits, after its output was sent and its write side shut
+    /// down, for the peer's EOF while discarding unread input (so the kernel does not answer
+    /// that input with a reset that destroys the reply in flight). Then it closes anyway.
+    /// Default 2 s.
+    public var lingerTimeout: Duration = .seconds(2)
 
     /// How long a graceful stop waits for output to flush before closing connections anyway.
     public var shutdownTimeout: Duration = .seconds(5)
@@ -81,6 +123,23 @@ public struct Options: Sendable {
         }
         if let b = socketReceiveBuffer, b < 1 { throw .invalidOption(name: "socketReceiveBuffer", reason: "must be positive, got \(b)") }
         if let b = socketSendBuffer, b < 1 { throw .invalidOption(name: "socketSendBuffer", reason: "must be positive, got \(b)") }
+        if outboundHighWatermark < 1 {
+            throw .invalidOption(name: "outboundHighWatermark", reason: "must be at least 1 byte, got \(outboundHighWatermark)")
+        }
+        if outboundLowWatermark < 0 || outboundLowWatermark > outboundHighWatermark {
+            throw .invalidOption(
+                name: "outboundLowWatermark",
+                reason: "must be from 0 to outboundHighWatermark (\(outboundHighWatermark)), got \(outboundLowWatermark)")
+        }
+        if inboundLimit < 1 {
+            throw .invalidOption(name: "inboundLimit", reason: "must be at least 1 byte, got \(inboundLimit)")
+        }
+        if asyncWriteLimit < 1 {
+            throw .invalidOption(name: "asyncWriteLimit", reason: "must be at least 1 byte, got \(asyncWriteLimit)")
+        }
+        if lingerTimeout < .zero {
+            throw .invalidOption(name: "lingerTimeout", reason: "must not be negative, got \(lingerTimeout)")
+        }
         if closeTimeout < .zero {
             throw .invalidOption(name: "closeTimeout", reason: "must not be negative, got \(closeTimeout)")
         }

@@ -101,11 +101,9 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     /// A loop running this backend, with the concrete poller type kept for the hot path.
     func makeLoop(index: Int, engine: Engine) throws -> LoopRunner {
         switch self {
-        case .epoll: return LoopRunner(try EventLoop(index: index, engine: engine, poller: EpollPoller()))
-        case .libevent(let method):
-            return LoopRunner(try EventLoop(index: index, engine: engine, poller: LibeventPoller(method: method)))
-        case .dispatch:
-            return LoopRunner(try EventLoop(index: index, engine: engine, poller: DispatchPoller()))
+        case .epoll: return try LoopRunner(index: index, engine: engine, poller: EpollPoller())
+        case .libevent(let method): return try LoopRunner(index: index, engine: engine, poller: LibeventPoller(method: method))
+        case .dispatch: return try LoopRunner(index: index, engine: engine, poller: DispatchPoller())
         }
     }
 }

@@ -2,8 +2,9 @@ import CGNetLinux
 import Glibc
 import Poller
 
-/// Socket system calls the engine needs, with its errno policy: EINTR retried, EAGAIN reported
-/// as would-block, everything else a `SystemError` naming the call.
+/// Socket system calls the engine needs, all through the one errno policy of `sysCall` and
+/// `sysCallNonBlocking` (in `Poller/Syscall.swift`): EINTR retried, EAGAIN reported as
+/// would-block, everything else a `SystemError` naming the call.
 enum Socket {
     /// A non-blocking, close-on-exec listening socket bound to `address`.
     static func listen(_ address: ListenAddress, reusePort: Bool, backlog: Int) throws -> Int32 {
@@ -90,30 +91,43 @@ enum Socket {
         return rc == 0 ? SocketAddress(storage: st, length: len) : nil
     }
 
+    /// Sets `SO_LINGER` (`l_onoff` 1 with `l_linger` 0 makes `close` send a reset).
+    static func setLinger(_ fd: Int32, _ l: inout linger) throws(SystemError) {
+        _ = try sysCall("setsockopt(SO_LINGER)") {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
+    }
+
     enum AcceptResult {
         case accepted(Int32, SocketAddress)
         case wouldBlock
         /// Out of descriptors or memory: back off, then retry.
         case exhausted(SystemError)
-        /// This connection failed before we took it (aborted, protocol error): try the next.
-        case skipped
+        /// This connection failed before it was taken (aborted, refused by a rule): try the next.
+        case skipped(SystemError)
+        /// The listener itself fails (a bug or a broken socket): back off, then retry.
+        case failed(SystemError)
     }
 
     static func accept(_ listener: Int32) -> AcceptResult {
         var st = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        while true {
-            let fd = withUnsafeMutablePointer(to: &st) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    cgnet_accept4(listener, $0, &len, CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC)
+        do {
+            let r = try sysCallNonBlocking("accept4") {
+                withUnsafeMutablePointer(to: &st) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        cgnet_accept4(listener, $0, &len, CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC)
+                    }
                 }
             }
-            if fd >= 0 { return .accepted(fd, SocketAddress(storage: st, length: len)) }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted(SystemError("accept4", errno: errno))
-            default: return .skipped
+            guard case .done(let fd) = r else { return .wouldBlock }
+            return .accepted(fd, SocketAddress(storage: st, length: len))
+        } catch {
+            switch error.errno {
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted(error)
+            case ECONNABORTED, EPROTO, EPERM, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
+                return .skipped(error) // accept(2): errors of the new connection, passed on
+            default: return .failed(error)
             }
         }
     }
@@ -121,14 +135,9 @@ enum Socket {
     /// Sends without raising SIGPIPE. Returns bytes sent, 0 for would-block.
     @inline(__always)
     static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int {
-        while true {
-            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
-            if n >= 0 { return n }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
-            throw SystemError("send", errno: e)
-        }
+        let r = try sysCallNonBlocking("send") { Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)) }
+        guard case .done(let n) = r else { return 0 }
+        return n
     }
 
     /// Gathers `iov` into one send without raising SIGPIPE. Returns bytes sent, 0 for would-block.
@@ -136,27 +145,17 @@ enum Socket {
         var msg = msghdr()
         msg.msg_iov = iov
         msg.msg_iovlen = count
-        while true {
-            let n = sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
-            if n >= 0 { return n }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
-            throw SystemError("sendmsg", errno: e)
-        }
+        let r = try sysCallNonBlocking("sendmsg") { sendmsg(fd, &msg, Int32(MSG_NOSIGNAL)) }
+        guard case .done(let n) = r else { return 0 }
+        return n
     }
 
     /// Reads into `buffer`. Returns bytes read, 0 for EOF, nil for would-block.
     @inline(__always)
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(SystemError) -> Int? {
-        while true {
-            let n = Glibc.read(fd, buffer, count)
-            if n >= 0 { return n }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return nil }
-            throw SystemError("read", errno: e)
-        }
+        let r = try sysCallNonBlocking("read") { Glibc.read(fd, buffer, count) }
+        guard case .done(let n) = r else { return nil }
+        return n
     }
 }
 

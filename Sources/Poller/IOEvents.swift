@@ -10,8 +10,8 @@
 /// - `reset`: the connection is gone (hang-up or reset); reads and writes will fail.
 /// - `error`: an error is pending on the descriptor (`SO_ERROR` tells which).
 ///
-/// `readEOF`, `reset` and `error` are always reported when they happen; asking for them in an
-/// interest is allowed and has no effect.
+/// `reset` and `error` are always reported when they happen, and `readEOF` whenever read
+/// interest is on; asking for them in an interest is allowed and has no effect.
 public struct IOEvents: OptionSet, Sendable, Hashable, CustomStringConvertible {
     public let rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -9,8 +9,10 @@
 /// - **Level-triggered** by default: a descriptor that stays readable (or writable) is reported
 ///   again by the next `wait`. Edge-triggered is opt-in (`PollTrigger.edge`); a backend that
 ///   cannot do it throws `PollerError.unsupported`.
-/// - Reported events are intersected with the *current* interest (plus `readEOF`, `reset`,
-///   `error`, which are always reported). **Spurious events are allowed** — a caller must
+/// - Reported events are intersected with the *current* interest, plus `reset` and `error`,
+///   which are always reported. `readEOF` comes only with read interest: a registration that
+///   wants only write readiness must not be woken, again and again, by a peer's EOF it is not
+///   reading. **Spurious events are allowed** — a caller must
 ///   tolerate a `read` event whose read returns `EAGAIN` — but **no event is lost**: readiness
 ///   that exists when `wait` is called, or arises during it, is reported by it or a later wait.
 /// - After `deregister`, no event of that registration is reported, even if the descriptor is

@@ -149,7 +149,7 @@ public final class DispatchPoller: Poller {
             let current: (PollToken, IOEvents)? = core.state.withLock { s in
                 let i = Int(r.fd)
                 guard i < s.slots.count, s.slots[i].serial == r.serial else { return nil }
-                let events = r.events.intersection(s.slots[i].interest.union(Self.alwaysReported))
+                let events = r.events.intersection(Self.reportable(for: s.slots[i].interest))
                 return events.isEmpty ? nil : (s.slots[i].token, events)
             }
             guard let (token, events) = current else { continue }
@@ -183,7 +183,12 @@ public final class DispatchPoller: Poller {
 
     // MARK: Private
 
-    private static let alwaysReported: IOEvents = [.readEOF, .reset, .error]
+    /// What a registration with `interest` may be told: its interest, `reset` and `error`
+    /// always, and `readEOF` only with read interest (the contract in `Poller`).
+    @inline(__always)
+    private static func reportable(for interest: IOEvents) -> IOEvents {
+        interest.contains(.read) ? interest.union([.readEOF, .reset, .error]) : interest.union([.reset, .error])
+    }
 
     #if os(Linux)
     /// `POLLRDHUP`, which Glibc only defines under `_GNU_SOURCE` and Swift does not import.

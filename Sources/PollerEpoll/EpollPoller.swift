@@ -7,7 +7,10 @@ import Synchronization
 /// The native Linux backend: one epoll instance and one eventfd waker.
 ///
 /// - Level-triggered unless a registration asks for `.edge` (`EPOLLET`).
-/// - `EPOLLRDHUP` is always requested, so a peer's shutdown shows as `readEOF`.
+/// - `EPOLLRDHUP` is requested with read interest, so a peer's shutdown shows as `readEOF`;
+///   never without it, because the kernel keeps reporting it level-triggered and a caller that
+///   wants only write readiness (a closing connection whose peer sent FIN and stopped reading)
+///   would get a wait that never blocks.
 /// - The token is packed into `epoll_event.data`, so an event carries its generation and a
 ///   caller can drop events of an earlier registration of a reused descriptor.
 /// - Events land in one reusable buffer that doubles when a wait fills it; steady state
@@ -56,8 +59,8 @@ public final class EpollPoller: Poller {
 
     @inline(__always)
     private static func epollBits(_ interest: IOEvents, _ trigger: PollTrigger) -> UInt32 {
-        var bits = CGNET_EPOLLRDHUP
-        if interest.contains(.read) { bits |= CGNET_EPOLLIN }
+        var bits: UInt32 = 0
+        if interest.contains(.read) { bits |= CGNET_EPOLLIN | CGNET_EPOLLRDHUP }
         if interest.contains(.write) { bits |= CGNET_EPOLLOUT }
         if trigger == .edge { bits |= CGNET_EPOLLET }
         return bits
@@ -167,17 +170,25 @@ extension EpollPoller: Sendable {}
 
 /// Wakes an `EpollPoller` by writing its eventfd. Coalesces: only the first wakeup after a
 /// drain writes; the rest see the pending flag and return.
+///
+/// A wakeup may race the poller's `close`. The descriptor is closed only once no wakeup is
+/// between reading it and writing to it (`users` counts them; `closedBit` stops new ones), so a
+/// wakeup never writes into a descriptor number that was closed and reused by someone else.
 final class EventFDWaker: PollerWaker {
-    /// The eventfd, or -1 once closed. Atomic because `wakeup` may race `close`.
-    private let fd: Atomic<Int32>
+    private let fd: Int32
+    /// Wakeups inside their write, plus `closedBit` once `close` began.
+    private let users = Atomic<Int>(0)
+    private static let closedBit = 1 << 40
     private let pending = Atomic<Bool>(false)
 
-    init(fd: Int32) { self.fd = Atomic(fd) }
+    init(fd: Int32) { self.fd = fd }
 
     func wakeup() throws {
         if pending.exchange(true, ordering: .acquiringAndReleasing) { return }
-        let fd = self.fd.load(ordering: .acquiring)
-        guard fd >= 0 else { throw PollerError.closed }
+        let before = users.wrappingAdd(1, ordering: .acquiring).oldValue
+        defer { users.wrappingSubtract(1, ordering: .releasing) }
+        guard before & Self.closedBit == 0 else { throw PollerError.closed }
+        Self.beforeWriteHook?()
         var one: UInt64 = 1
         let r = Glibc.write(fd, &one, 8)
         // EAGAIN means the counter is already non-zero: the poller will wake anyway.
@@ -190,12 +201,23 @@ final class EventFDWaker: PollerWaker {
         // cannot be lost.
         pending.store(false, ordering: .releasing)
         var value: UInt64 = 0
-        _ = Glibc.read(fd.load(ordering: .relaxed), &value, 8)
+        _ = Glibc.read(fd, &value, 8)
     }
 
+    /// Refuses new wakeups, waits for those already writing (a few instructions), then closes
+    /// the descriptor. Once only.
     func close() {
-        let old = fd.exchange(-1, ordering: .acquiringAndReleasing)
-        if old >= 0 { Glibc.close(old) }
+        let before = users.wrappingAdd(Self.closedBit, ordering: .acquiringAndReleasing).oldValue
+        guard before & Self.closedBit == 0 else {
+            users.wrappingSubtract(Self.closedBit, ordering: .relaxed)
+            return
+        }
+        while users.load(ordering: .acquiring) != Self.closedBit { sched_yield() }
+        Glibc.close(fd)
     }
+
+    /// Tests only: runs inside `wakeup` between the closed check and the write, to widen the
+    /// race with `close` that the design must survive. Set before the poller is used.
+    nonisolated(unsafe) static var beforeWriteHook: (@Sendable () -> Void)? = nil
 }
 #endif

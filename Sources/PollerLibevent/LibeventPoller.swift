@@ -54,7 +54,12 @@ public final class LibeventPoller: Poller {
     public static var availableMethods: [String] { libeventMethods }
 
     /// The events reported whatever the interest.
-    private static let alwaysReported: IOEvents = [.readEOF, .reset, .error]
+    /// What a registration with `interest` may be told: its interest, `reset` and `error`
+    /// always, and `readEOF` only with read interest (the contract in `Poller`).
+    @inline(__always)
+    private static func reportable(for interest: IOEvents) -> IOEvents {
+        interest.contains(.read) ? interest.union([.readEOF, .reset, .error]) : interest.union([.reset, .error])
+    }
 
     public let capabilities: PollerCapabilities
 
@@ -291,7 +296,7 @@ public final class LibeventPoller: Poller {
             let collected = reg.collected
             reg.collected = []
             guard reg.isLive else { continue }
-            let events = collected.intersection(reg.interest.union(Self.alwaysReported))
+            let events = collected.intersection(Self.reportable(for: reg.interest))
             if events.isEmpty { continue }
             reported += 1
             try body(reg.token, events)

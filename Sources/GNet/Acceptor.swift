@@ -1,0 +1,178 @@
+import Glibc
+import Logging
+import Poller
+
+/// A listening socket owned by one loop.
+final class Listener {
+    let fd: Int32
+    let address: ListenAddress
+    let bound: SocketAddress
+    /// Paused after an accept failure that would repeat at once; resumed by a timer.
+    var paused = false
+    /// Accept trouble, logged at most once per `RateLimitedLog.interval`.
+    var trouble = RateLimitedLog()
+
+    init(fd: Int32, address: ListenAddress, bound: SocketAddress) {
+        self.fd = fd
+        self.address = address
+        self.bound = bound
+    }
+}
+
+/// Logs a recurring problem at most once per interval, with how often it happened since.
+struct RateLimitedLog {
+    static let interval: Duration = .seconds(10)
+    private var lastLogged: ContinuousClock.Instant? = nil
+    private var suppressed = 0
+
+    /// Returns how many occurrences this one stands for (itself plus those suppressed since the
+    /// last log), or nil when it should not be logged.
+    mutating func occurrence(now: ContinuousClock.Instant = .now) -> Int? {
+        if let last = lastLogged, now - last < Self.interval {
+            suppressed += 1
+            return nil
+        }
+        lastLogged = now
+        defer { suppressed = 0 }
+        return suppressed + 1
+    }
+}
+
+/// Accepting and balancing: each loop accepts on its own listeners; with a shared acceptor the
+/// connection is handed to the loop the balancer picks.
+///
+/// Accept failures never stop the engine and never spin: a failure that belongs to one
+/// connection (aborted before it was taken, refused by a firewall rule) skips to the next; a
+/// failure that would repeat at once (out of descriptors or memory, a broken listener) pauses
+/// that listener and retries after `exhaustionBackoff`. Both are logged at most once per
+/// `RateLimitedLog.interval` per listener.
+extension EventLoop {
+    static let exhaustionBackoff: Duration = .milliseconds(100)
+    static let brokenListenerBackoff: Duration = .seconds(1)
+
+    final func acceptAll(_ l: Listener) {
+        // Bounded per turn so a connection storm cannot starve established connections.
+        for _ in 0..<256 {
+            switch Socket.accept(l.fd) {
+            case .accepted(let fd, let remote):
+                let target = pickLoop(remote)
+                if target == index {
+                    adopt(fd, remote: remote, listener: l.bound)
+                } else {
+                    peers[target].enqueue(.adopt(fd: fd, remote: remote, listener: l.bound))
+                }
+            case .wouldBlock:
+                return
+            case .skipped(let error):
+                if let n = l.trouble.occurrence() {
+                    logger.info("a connection failed before it was accepted", metadata: [
+                        "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+                }
+            case .exhausted(let error):
+                pauseAccepting(l, for: Self.exhaustionBackoff, error, "out of descriptors or memory; accepting paused, retrying every 100 ms")
+                return
+            case .failed(let error):
+                pauseAccepting(l, for: Self.brokenListenerBackoff, error, "the listener failed; accepting paused, retrying every second")
+                return
+            }
+        }
+    }
+
+    /// Stops watching `l` for `delay` rather than spin on a listener that stays readable.
+    private final func pauseAccepting(_ l: Listener, for delay: Duration, _ error: SystemError, _ message: String) {
+        if let n = l.trouble.occurrence() {
+            logger.warning("\(message)", metadata: ["listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+        }
+        do {
+            try poller.modify(l.fd, from: .read, to: [], token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
+            l.paused = true
+        } catch {
+            logger.error("cannot pause a failing listener", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+        }
+        schedule(after: delay, .resumeAccept(l.fd))
+    }
+
+    final func resumeAccepting(_ fd: Int32) {
+        guard let l = listeners.first(where: { $0.fd == fd }), l.paused else { return }
+        do {
+            try poller.modify(l.fd, from: [], to: .read, token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
+            l.paused = false
+        } catch {
+            logger.error("cannot resume a listener; retrying", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+            schedule(after: Self.brokenListenerBackoff, .resumeAccept(l.fd))
+        }
+    }
+
+    private final func pickLoop(_ remote: SocketAddress) -> Int {
+        guard peers.count > 1 else { return index }
+        switch options.loadBalancing {
+        case .roundRobin:
+            roundRobinNext = (roundRobinNext + 1) % peers.count
+            return roundRobinNext
+        case .leastConnections:
+            var best = 0
+            var bestCount = Int.max
+            for (i, p) in peers.enumerated() {
+                let n = p.connectionCount.load(ordering: .relaxed)
+                if n < bestCount { best = i; bestCount = n }
+            }
+            return best
+        case .sourceAddressHash:
+            var h: UInt64 = 14_695_981_039_346_656_037
+            for b in remote.host.utf8 { h = (h ^ UInt64(b)) &* 1_099_511_628_211 }
+            return Int(h % UInt64(peers.count))
+        }
+    }
+
+    /// Takes ownership of an accepted socket: options, registration, `onOpen`.
+    final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
+        if stopping {
+            _ = closeDescriptor(fd)
+            return
+        }
+        nextGeneration &+= 1
+        if nextGeneration == Self.listenerGeneration { nextGeneration = 1 }
+        let c = Connection(fd: fd, generation: nextGeneration, loop: self, remote: remote, listener: listener)
+        applySocketOptions(c, tcp: remote?.family != .unix)
+        do {
+            try poller.register(fd, interest: .read, token: PollToken(fd: fd, generation: c.generation))
+        } catch {
+            if let n = socketOptionTrouble.occurrence() {
+                logger.error("cannot watch an accepted connection; closing it", metadata: [
+                    "fd": "\(fd)", "error": "\(error)", "occurrences": "\(n)"])
+            }
+            _ = closeDescriptor(fd)
+            return
+        }
+        let slot = Int(fd)
+        if slot >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: max(slot + 1 - connections.count, connections.count)))
+        }
+        connections[slot] = c
+        connectionCount += 1
+        inbox.connectionCount.add(1, ordering: .relaxed)
+
+        beginCallback(c)
+        let (output, action) = handler.onOpen(c)
+        if let output, c.state == .open { output.withUnsafeBytes { write(c, $0) } }
+        endCallback(c, action)
+    }
+
+    /// The socket options of `Options`, validated there; a failure here (the kernel refusing a
+    /// value) is logged, rate-limited, and the connection served without that option.
+    private final func applySocketOptions(_ c: Connection, tcp: Bool) {
+        do {
+            if tcp {
+                if options.tcpNoDelay { try c.setNoDelay(true) }
+                if let k = options.tcpKeepAlive { try c.setKeepAlive(k) }
+            }
+            if let b = options.socketReceiveBuffer { try c.setReceiveBuffer(b) }
+            if let b = options.socketSendBuffer { try c.setSendBuffer(b) }
+        } catch {
+            if let n = socketOptionTrouble.occurrence() {
+                logger.warning("a socket option from Options was refused for an accepted connection", metadata: [
+                    "error": "\(error)", "occurrences": "\(n)"])
+            }
+        }
+    }
+}
