@@ -163,7 +163,9 @@ enum EngineScenarios {
     static func stopWithOpenConnections(_ kind: PollerKind) async throws -> Trace? {
         let handler = echo()
         var clients: [TestClient] = []
-        try await withEngine(kind, handler, configure: { $0.loops = 2 }) { engine, address in
+        // The clients never close: each connection lingers (write side shut down) until
+        // lingerTimeout, kept short here.
+        try await withEngine(kind, handler, configure: { $0.loops = 2; $0.lingerTimeout = .milliseconds(200) }) { engine, address in
             for _ in 0..<20 { clients.append(try TestClient(address)) }
             try await eventually("20 connections opened") { handler.opened == 20 }
             // Stop with every connection open (withEngine checks onClose, threads, descriptors).

@@ -154,7 +154,7 @@ enum ServerMatrixScenarios {
         // Half the clients are mid-conversation with unread replies queued; all must be closed.
         let handler = EngineScenarios.echo()
         var clients: [TestClient] = []
-        try await withEngine(kind, handler, configure: { $0.loops = 2 }) { _, address in
+        try await withEngine(kind, handler, configure: { $0.loops = 2; $0.lingerTimeout = .milliseconds(200) }) { _, address in
             for i in 0..<100 {
                 let c = try TestClient(address)
                 if i % 2 == 0 { try c.send(patternBytes(4096, seed: UInt64(i))) }

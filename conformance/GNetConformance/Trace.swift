@@ -46,6 +46,8 @@ public final class ScriptedHandler: EventHandler {
     private let openBody: OpenBody
     private let trafficBody: TrafficBody
     private let closeBody: (@Sendable (Connection, Int, (any Error)?) -> Void)?
+    private let writabilityBody: TrafficBody?
+    private let inputClosedBody: TrafficBody?
 
     private struct State {
         var trace = Trace()
@@ -57,17 +59,22 @@ public final class ScriptedHandler: EventHandler {
         var violations: [String] = []
         var trafficBytes = 0
         var closeErrors: [Int: String] = [:]
+        var handles: [ConnectionHandle] = []
     }
     private let state = Locked(State())
 
     public init(
         onOpen: @escaping OpenBody = { _, _ in (nil, .none) },
         onTraffic: @escaping TrafficBody = { _, _ in .none },
-        onClose: (@Sendable (Connection, Int, (any Error)?) -> Void)? = nil
+        onClose: (@Sendable (Connection, Int, (any Error)?) -> Void)? = nil,
+        onWritabilityChanged: TrafficBody? = nil,
+        onInputClosed: TrafficBody? = nil
     ) {
         openBody = onOpen
         trafficBody = onTraffic
         closeBody = onClose
+        writabilityBody = onWritabilityChanged
+        inputClosedBody = onInputClosed
     }
 
     public func onBoot(_ engine: Engine) -> Action {
@@ -82,6 +89,7 @@ public final class ScriptedHandler: EventHandler {
             s.ids[ObjectIdentifier(c)] = id
             s.opened += 1
             s.trace.append(.open(id))
+            s.handles.append(c.handle)
             return id
         }
         return openBody(c, id)
@@ -117,6 +125,33 @@ public final class ScriptedHandler: EventHandler {
         closeBody?(c, id, error)
         return .none
     }
+
+    public func onWritabilityChanged(_ c: Connection) -> Action {
+        let id = liveID(c, "onWritabilityChanged")
+        return writabilityBody?(c, id) ?? .none
+    }
+
+    public func onInputClosed(_ c: Connection) -> Action {
+        let id = liveID(c, "onInputClosed")
+        return inputClosedBody?(c, id) ?? .none
+    }
+
+    /// The id of an open connection; records a violation for one without `onOpen` or closed.
+    private func liveID(_ c: Connection, _ callback: String) -> Int {
+        state.withLock { s -> Int in
+            guard let id = s.ids[ObjectIdentifier(c)] else {
+                s.violations.append("\(callback) for a connection that is not open")
+                return -1
+            }
+            return id
+        }
+    }
+
+    /// The handle of each connection, in the order they opened.
+    public var handles: [ConnectionHandle] { state.withLock { $0.handles } }
+
+    /// The error each closed connection's `onClose` got, by connection id.
+    public var closeErrors: [Int: String] { state.withLock { $0.closeErrors } }
 
     public func onShutdown(_ engine: Engine) {
         state.withLock { $0.trace.append(.shutdown) }
