@@ -243,10 +243,11 @@ enum ClosingScenarios {
         return nil
     }
 
-    /// A graceful stop closes like `close()`: a peer still sending gets the reply already sent,
-    /// then EOF — not a reset that destroys it.
+    /// A graceful stop closes like `close()`: a peer that keeps sending while it reads a large
+    /// reply gets all of it, then EOF — not a reset, which the kernel would send in answer to
+    /// input arriving at a closed socket, destroying the part of the reply still in flight.
     static func stopLingers(_ kind: PollerKind) async throws -> Trace? {
-        let reply = patternBytes(100_000, seed: 31)
+        let reply = patternBytes(2 << 20, seed: 31)
         let handler = ScriptedHandler(onTraffic: { c, _ in
             c.discard(c.inboundBuffered)
             if c.context == nil {
@@ -255,16 +256,20 @@ enum ClosingScenarios {
             }
             return .none
         })
-        try await withEngine(kind, handler, configure: { $0.lingerTimeout = .seconds(2) }) { engine, address in
+        try await withEngine(kind, handler, configure: { $0.lingerTimeout = .seconds(5) }) { engine, address in
             let client = try TestClient(address)
+            client.setReceiveBuffer(32 * 1024)
             try client.send("x")
             try await eventually("the reply") { handler.trafficBytesSeen > 0 }
-            try await Task.sleep(for: .milliseconds(30))
             engine.stop()
-            try await Task.sleep(for: .milliseconds(50))
-            try client.send("input sent after the stop")
-            try await Task.sleep(for: .milliseconds(50))
-            let got = try await onThread("reading") { try client.readToEnd() }
+            // Keep sending for a while, as a pipelining client would, while reading slowly.
+            Thread {
+                for _ in 0..<30 {
+                    sleep(for: .milliseconds(10))
+                    guard (try? client.send("more input after the stop")) != nil else { return }
+                }
+            }.start()
+            let got = try await onThread("reading") { try client.readToEnd(chunk: 16 * 1024, pause: .milliseconds(2)) }
             try expect(got.end == .eof && got.bytes == reply, "got \(got.bytes.count) of \(reply.count) bytes ending in \(got.end)")
         }
         return nil
