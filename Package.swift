@@ -21,6 +21,9 @@ let package = Package(
     targets: [
         // The contract every backend implements. No platform code.
         .target(name: "Poller"),
+        // `Locked`, the pthread mutex every cross-thread structure uses (package-visible): one
+        // that ThreadSanitizer sees, unlike `Synchronization.Mutex` on Linux.
+        .target(name: "GNetLocks"),
         // Linux C shim: epoll, eventfd and friends, which Glibc does not export to Swift.
         .target(name: "CGNetLinux"),
         .target(name: "PollerEpoll", dependencies: ["Poller", "CGNetLinux"]),
@@ -33,11 +36,11 @@ let package = Package(
         ),
         .target(name: "PollerLibevent", dependencies: ["Poller", "CLibevent"]),
         // DispatchSource: the portable fallback (like gnet's Go-stdlib mode).
-        .target(name: "PollerDispatch", dependencies: ["Poller"]),
+        .target(name: "PollerDispatch", dependencies: ["Poller", "GNetLocks"]),
         .target(
             name: "GNet",
             dependencies: [
-                "Poller", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
+                "Poller", "GNetLocks", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
@@ -45,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "Poller"],
+            dependencies: ["GNet", "Poller", "GNetLocks"],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
@@ -79,7 +82,7 @@ let package = Package(
         // The RESP2 parser, key-value store and commands behind gnet-redis; pure, unit-tested.
         .target(
             name: "RedisCore",
-            dependencies: ["GNet", "Poller", .product(name: "HeapModule", package: "swift-collections")],
+            dependencies: ["GNet", "GNetLocks", .product(name: "HeapModule", package: "swift-collections")],
             path: "Examples/RedisCore"
         ),
         .executableTarget(

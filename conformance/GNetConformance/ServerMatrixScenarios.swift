@@ -1,4 +1,5 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
