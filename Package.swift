@@ -46,9 +46,13 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
             ]
         ),
+        // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
+        // the test targets and by the conformance suite (which the gnet-conformance tool runs
+        // too, so this is a library target rather than a test target).
+        .target(name: "TestSupport", dependencies: ["Poller"], path: "Tests/TestSupport"),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "Poller", "GNetLocks"],
+            dependencies: ["GNet", "Poller", "GNetLocks", "TestSupport"],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
@@ -92,9 +96,9 @@ let package = Package(
             path: "Examples/Redis"
         ),
         .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet", "GNetConformance"]),
-        .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
-        .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
-        .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),
+        .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
+        .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
+        .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",

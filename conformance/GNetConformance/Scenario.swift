@@ -1,5 +1,6 @@
 import GNet
 import Poller
+import TestSupport
 
 /// One behavioural check that every backend must pass.
 public struct Scenario: Sendable, CustomStringConvertible {
@@ -55,14 +56,10 @@ extension Scenario {
         let start = ContinuousClock.now
         do {
             let trace = try await run(kind)
-            return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: seconds(since: start))
+            return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: (ContinuousClock.now - start).inSeconds)
         } catch {
-            return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: seconds(since: start))
+            return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: (ContinuousClock.now - start).inSeconds)
         }
     }
 
-    private func seconds(since start: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
 }

@@ -2,6 +2,7 @@ import GNet
 import GNetLocks
 import Glibc
 import Poller
+import TestSupport
 
 /// A blocking loopback client with timeouts, for driving servers in scenarios.
 /// Every call fails (throws) rather than hangs: receives and sends time out after `timeout`.
@@ -170,8 +171,7 @@ public func onThread<T: Sendable>(
     timeout: Duration = .seconds(30), _ what: String, _ body: @escaping @Sendable () throws -> T
 ) async throws -> T {
     let box = ResultBox<T>()
-    let t = Thread { box.set(Result { try body() }) }
-    t.start()
+    TestThread.detach { box.set(Result { try body() }) }
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if let r = box.get() { return try r.get() }
@@ -186,20 +186,4 @@ final class ResultBox<T: Sendable>: Sendable {
     private let value = Locked<Result<T, any Error>?>(nil)
     func set(_ r: Result<T, any Error>) { value.withLock { $0 = r } }
     func get() -> Result<T, any Error>? { value.withLock { $0 } }
-}
-
-/// A plain POSIX thread for test work.
-final class Thread: @unchecked Sendable {
-    private let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    func start() {
-        var t = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&t, nil, { arg in
-            let me = Unmanaged<Thread>.fromOpaque(arg!).takeRetainedValue()
-            me.body()
-            return nil
-        }, box)
-        pthread_detach(t)
-    }
 }
