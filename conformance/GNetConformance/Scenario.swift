@@ -62,4 +62,21 @@ extension Scenario {
         }
     }
 
+    /// Runs once on each of `kinds`, in turn.
+    public func results(on kinds: [PollerKind]) async -> [ScenarioResult] {
+        var out: [ScenarioResult] = []
+        for kind in kinds { out.append(await result(on: kind)) }
+        return out
+    }
+}
+
+/// Where a deterministic scenario's backends saw different callback traces: one line for each
+/// backend whose trace differs from the first backend's, naming the scenario and both backends.
+/// Results without a trace (failed, or not deterministic) are left out.
+public func traceDisagreements(_ results: [ScenarioResult]) -> [String] {
+    let traced = results.compactMap { r in r.trace.map { (r, $0) } }
+    guard let (first, firstTrace) = traced.first else { return [] }
+    return traced.dropFirst().filter { $0.1 != firstTrace }.map { r, t in
+        "\(r.scenario): \(r.backend) traced [\(t)] but \(first.backend) traced [\(firstTrace)]"
+    }
 }
