@@ -11,10 +11,17 @@ import TestSupport
 public final class TestClient: @unchecked Sendable {
     public let fd: Int32
 
-    public init(_ address: SocketAddress, timeout: Duration = .seconds(10)) throws {
+    /// Connects to `address`, from `source` when given (a local address to bind first, such as
+    /// `127.0.0.2` with port 0, so one machine can play several clients).
+    public init(_ address: SocketAddress, from source: SocketAddress? = nil, timeout: Duration = .seconds(10)) throws {
         let family: Int32 = address.family == .ipv4 ? AF_INET : address.family == .ipv6 ? AF_INET6 : AF_UNIX
         fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        if let source, source.withUnsafeSockaddr({ Glibc.bind(fd, $0, $1) }) != 0 {
+            let e = errno
+            Glibc.close(fd)
+            throw SystemError("bind(\(source))", errno: e)
+        }
         var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
