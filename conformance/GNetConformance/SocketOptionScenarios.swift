@@ -252,23 +252,22 @@ final class BalancingProbe: Sendable {
     }
 }
 
-/// An integer socket option.
-func intOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws -> Int32 {
-    var value: Int32 = 0
-    var length = socklen_t(MemoryLayout<Int32>.size)
+/// A socket option as `getsockopt` reads it into a `Value` (starting from `zero`).
+func socketOption<Value>(_ fd: Int32, _ level: Int32, _ name: Int32, _ zero: Value) throws -> Value {
+    var value = zero
+    var length = socklen_t(MemoryLayout<Value>.size)
     guard getsockopt(fd, level, name, &value, &length) == 0 else {
-        throw SystemError("getsockopt(\(level), \(name))", errno: errno)
+        throw SystemError("getsockopt(level \(level), option \(name))", errno: errno)
     }
     return value
 }
 
+func intOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws -> Int32 {
+    try socketOption(fd, level, name, Int32(0))
+}
+
 func lingerOption(_ fd: Int32) throws -> linger {
-    var value = linger()
-    var length = socklen_t(MemoryLayout<linger>.size)
-    guard getsockopt(fd, SOL_SOCKET, SO_LINGER, &value, &length) == 0 else {
-        throw SystemError("getsockopt(SO_LINGER)", errno: errno)
-    }
-    return value
+    try socketOption(fd, SOL_SOCKET, SO_LINGER, linger())
 }
 
 /// A number from `/proc/sys/<path>`, or nil when it cannot be read.
