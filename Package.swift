@@ -21,6 +21,9 @@ let package = Package(
     targets: [
         // The contract every backend implements. No platform code.
         .target(name: "Poller"),
+        // `Locked`, the pthread mutex every cross-thread structure uses (package-visible): one
+        // that ThreadSanitizer sees, unlike `Synchronization.Mutex` on Linux.
+        .target(name: "GNetLocks"),
         // Linux C shim: epoll, eventfd and friends, which Glibc does not export to Swift.
         .target(name: "CGNetLinux"),
         .target(name: "PollerEpoll", dependencies: ["Poller", "CGNetLinux"]),
@@ -33,19 +36,23 @@ let package = Package(
         ),
         .target(name: "PollerLibevent", dependencies: ["Poller", "CLibevent"]),
         // DispatchSource: the portable fallback (like gnet's Go-stdlib mode).
-        .target(name: "PollerDispatch", dependencies: ["Poller"]),
+        .target(name: "PollerDispatch", dependencies: ["Poller", "GNetLocks"]),
         .target(
             name: "GNet",
             dependencies: [
-                "Poller", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
+                "Poller", "GNetLocks", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ]
         ),
+        // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
+        // the test targets and by the conformance suite (which the gnet-conformance tool runs
+        // too, so this is a library target rather than a test target).
+        .target(name: "TestSupport", dependencies: ["Poller"], path: "Tests/TestSupport"),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "Poller"],
+            dependencies: ["GNet", "Poller", "GNetLocks", "TestSupport"],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
@@ -79,7 +86,7 @@ let package = Package(
         // The RESP2 parser, key-value store and commands behind gnet-redis; pure, unit-tested.
         .target(
             name: "RedisCore",
-            dependencies: ["GNet", "Poller", .product(name: "HeapModule", package: "swift-collections")],
+            dependencies: ["GNet", "GNetLocks", .product(name: "HeapModule", package: "swift-collections")],
             path: "Examples/RedisCore"
         ),
         .executableTarget(
@@ -89,9 +96,9 @@ let package = Package(
             path: "Examples/Redis"
         ),
         .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet", "GNetConformance"]),
-        .testTarget(name: "PollerTests", dependencies: ["Poller", "PollerEpoll"]),
-        .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller"]),
-        .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller"]),
+        .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
+        .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
+        .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",

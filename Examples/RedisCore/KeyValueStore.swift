@@ -1,6 +1,6 @@
+import GNetLocks
 import Glibc
 import HeapModule
-import Poller
 
 /// The string keyspace: byte keys to byte values with optional expiry, shared by every loop.
 ///

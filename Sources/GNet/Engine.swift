@@ -1,4 +1,5 @@
 import Glibc
+import GNetLocks
 import Logging
 import Poller
 import Synchronization

@@ -1,4 +1,5 @@
 import DequeModule
+import GNetLocks
 import Poller
 import Synchronization
 

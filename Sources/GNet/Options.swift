@@ -121,8 +121,19 @@ public struct Options: Sendable {
         if let k = tcpKeepAlive, k < .seconds(1) {
             throw .invalidOption(name: "tcpKeepAlive", reason: "must be at least 1 second, got \(k)")
         }
-        if let b = socketReceiveBuffer, b < 1 { throw .invalidOption(name: "socketReceiveBuffer", reason: "must be positive, got \(b)") }
-        if let b = socketSendBuffer, b < 1 { throw .invalidOption(name: "socketSendBuffer", reason: "must be positive, got \(b)") }
+        // Linux refuses TCP_KEEPIDLE and TCP_KEEPINTVL above 32767 s (MAX_TCP_KEEPIDLE, tcp(7));
+        // whole seconds are set, so anything below 32768 s fits.
+        if let k = tcpKeepAlive, k >= .seconds(32_768) {
+            throw .invalidOption(name: "tcpKeepAlive", reason: "must be at most 32767 seconds (the kernel's limit), got \(k)")
+        }
+        // SO_RCVBUF and SO_SNDBUF take a C int.
+        for (name, value) in [("socketReceiveBuffer", socketReceiveBuffer), ("socketSendBuffer", socketSendBuffer)] {
+            guard let b = value else { continue }
+            if b < 1 { throw .invalidOption(name: name, reason: "must be positive, got \(b)") }
+            if b > Int(Int32.max) {
+                throw .invalidOption(name: name, reason: "must be at most \(Int32.max) bytes (a C int), got \(b)")
+            }
+        }
         if outboundHighWatermark < 1 {
             throw .invalidOption(name: "outboundHighWatermark", reason: "must be at least 1 byte, got \(outboundHighWatermark)")
         }

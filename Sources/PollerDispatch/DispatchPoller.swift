@@ -1,5 +1,6 @@
 #if canImport(Dispatch) && (canImport(Glibc) || canImport(Musl) || canImport(Darwin))
 import Dispatch
+import GNetLocks
 import Poller
 import Synchronization
 

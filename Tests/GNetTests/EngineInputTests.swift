@@ -30,6 +30,57 @@ struct EngineInputTests {
         #expect(throws: Never.self) { try Options().validate() }
     }
 
+    /// A setting the kernel would refuse, and the option `validate()` must name for it.
+    struct BadSetting: Sendable, CustomTestStringConvertible {
+        let option: String
+        let testDescription: String
+        let options: Options
+
+        init(_ option: String, _ value: String, _ change: (inout Options) -> Void) {
+            self.option = option
+            testDescription = "\(option) = \(value)"
+            var o = Options()
+            change(&o)
+            options = o
+        }
+    }
+
+    @Test("settings the kernel would refuse are rejected, naming the option", arguments: [
+        BadSetting("tcpKeepAlive", "32768 s") { $0.tcpKeepAlive = .seconds(32_768) },
+        BadSetting("tcpKeepAlive", "2^40 s") { $0.tcpKeepAlive = .seconds(1 << 40) },
+        BadSetting("socketReceiveBuffer", "Int32.max + 1") { $0.socketReceiveBuffer = Int(Int32.max) + 1 },
+        BadSetting("socketSendBuffer", "Int32.max + 1") { $0.socketSendBuffer = Int(Int32.max) + 1 },
+        BadSetting("socketSendBuffer", "0") { $0.socketSendBuffer = 0 },
+    ])
+    func beyondKernelLimits(_ bad: BadSetting) {
+        #expect(rejectedOption(bad.options) == bad.option)
+        #expect(throws: GNetError.self, "Engine.init validates") {
+            try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"], options: bad.options)
+        }
+    }
+
+    @Test("the largest settings the kernel takes are accepted")
+    func atKernelLimits() {
+        var o = Options()
+        o.tcpKeepAlive = .seconds(32_767)
+        o.socketReceiveBuffer = Int(Int32.max)
+        o.socketSendBuffer = Int(Int32.max)
+        #expect(rejectedOption(o) == nil)
+        o.tcpKeepAlive = .milliseconds(32_767_999)  // set as whole seconds: 32767
+        #expect(rejectedOption(o) == nil)
+    }
+
+    /// The option `validate()` names as invalid, or nil when it accepts `options`.
+    func rejectedOption(_ options: Options) -> String? {
+        do {
+            try options.validate()
+            return nil
+        } catch {
+            guard case .invalidOption(let name, _) = error else { return "unexpected \(error)" }
+            return name
+        }
+    }
+
     @Test func noAddress() {
         #expect(throws: GNetError.self) { try Engine(handler: Silent(), addresses: []) }
     }

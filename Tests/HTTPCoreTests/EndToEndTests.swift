@@ -9,16 +9,10 @@ import Testing
 struct EndToEndTests {
     /// Runs `body` against an engine serving `HTTPHandler` on a free loopback port.
     func withServer(poller: PollerKind? = nil, loops: Int = 1, _ body: (SocketAddress) throws -> Void) throws {
-        var options = Options()
-        options.loops = loops
-        options.poller = poller
-        let engine = try Engine(handler: HTTPHandler(), addresses: ["tcp://127.0.0.1:0"], options: options)
-        try engine.start()
-        defer {
-            engine.stop()
-            engine.wait()
-        }
-        try body(engine.addresses[0])
+        try serving(HTTPHandler(), configure: {
+            $0.loops = loops
+            $0.poller = poller
+        }, body)
     }
 
     @Test("16 pipelined requests in one write: 16 responses, in order; the connection stays open",

@@ -6,6 +6,7 @@ import Darwin
 import Poller
 import PollerLibevent
 import Synchronization
+import TestSupport
 import Testing
 
 /// The libevent backend against the `Poller` contract, once per method this libevent offers
@@ -182,7 +183,7 @@ struct LibeventPollerTests {
         let waker = try poller.makeWaker()
         let returned = Atomic<Bool>(false)
 
-        let thread = try startThread {
+        let thread = TestThread.start {
             usleep(30_000)
             try? waker.wakeup()
             // A safety net so a broken wakeup fails the timing check instead of hanging.
@@ -196,7 +197,7 @@ struct LibeventPollerTests {
             }
         }
         returned.store(true, ordering: .releasing)
-        joinThread(thread)
+        thread.join()
         #expect(n == 0)
         #expect(elapsed >= .milliseconds(25))
         #expect(elapsed < .milliseconds(130))
@@ -224,9 +225,9 @@ struct LibeventPollerTests {
         // From four threads while the loop waits: every return is prompt, and once they stop at
         // most one wakeup is still pending.
         let done = Atomic<Int>(0)
-        var threads: [pthread_t] = []
+        var threads: [TestThread] = []
         for _ in 0..<4 {
-            threads.append(try startThread {
+            threads.append(TestThread.start {
                 for i in 0..<5000 {
                     try? waker.wakeup()
                     if i % 500 == 0 { usleep(1000) }
@@ -239,7 +240,7 @@ struct LibeventPollerTests {
             _ = try poller.wait(.after(.seconds(1))) { _, _ in Issue.record("a wakeup reached body") }
             returns += 1
         }
-        threads.forEach(joinThread)
+        threads.forEach { $0.join() }
         #expect(returns < 20_000)
         _ = try poller.wait(.now) { _, _ in }
         let (settled, _) = try timedEvents(poller, .after(.milliseconds(50)))
@@ -409,7 +410,7 @@ struct LibeventPollerTests {
         let poller = try LibeventPoller(method: method)
         let waker = try poller.makeWaker()
         let started = Atomic<Bool>(false)
-        let thread = try startThread {
+        let thread = TestThread.start {
             var closedSeen = false
             for _ in 0..<100_000 {
                 started.store(true, ordering: .releasing)
@@ -422,7 +423,7 @@ struct LibeventPollerTests {
         while !started.load(ordering: .acquiring) { usleep(100) }
         for _ in 0..<20 { _ = try poller.wait(.after(.milliseconds(1))) { _, _ in } }
         try poller.close()
-        joinThread(thread)
+        thread.join()
     }
 
     @Test func unknownMethodIsUnavailable() throws {
@@ -471,65 +472,4 @@ private func timedEvents(_ poller: LibeventPoller, _ timeout: PollTimeout) throw
     let start = ContinuousClock.now
     let seen = try events(poller, timeout)
     return (ContinuousClock.now - start, seen)
-}
-
-private func socketPair() throws -> (Int32, Int32) {
-    var fds: [Int32] = [-1, -1]
-    #if os(Linux)
-    let type = Int32(SOCK_STREAM.rawValue)
-    #else
-    let type = SOCK_STREAM
-    #endif
-    try #require(socketpair(AF_UNIX, type, 0, &fds) == 0)
-    for fd in fds {
-        try #require(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0)
-    }
-    return (fds[0], fds[1])
-}
-
-private func closeAll(_ fds: Int32...) {
-    for fd in fds { _ = close(fd) }
-}
-
-private func send(_ fd: Int32, _ text: String) throws {
-    let bytes = Array(text.utf8)
-    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    try #require(n == bytes.count)
-}
-
-/// Bytes read, 0 at the end of the stream, -1 when nothing is there (EAGAIN).
-private func receive(_ fd: Int32, max: Int) throws -> Int {
-    var buffer = [UInt8](repeating: 0, count: max)
-    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, max) }
-    if n < 0 { try #require(errno == EAGAIN || errno == EWOULDBLOCK) }
-    return n
-}
-
-private final class ThreadBody {
-    let run: @Sendable () -> Void
-    init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-}
-
-/// A plain thread, so a test blocking in `wait` cannot starve the code that wakes it.
-private func startThread(_ run: @escaping @Sendable () -> Void) throws -> pthread_t {
-    let body = Unmanaged.passRetained(ThreadBody(run)).toOpaque()
-    #if os(Linux)
-    var thread = pthread_t()
-    #else
-    var thread: pthread_t? = nil
-    #endif
-    let rc = pthread_create(&thread, nil, { arg in
-        Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().run()
-        return nil
-    }, body)
-    try #require(rc == 0)
-    #if os(Linux)
-    return thread
-    #else
-    return thread!
-    #endif
-}
-
-private func joinThread(_ thread: pthread_t) {
-    pthread_join(thread, nil)
 }

@@ -34,19 +34,12 @@ extension TestClient {
     }
 }
 
-/// Starts an engine with the Redis handler on a free loopback port, runs `body`, then stops it.
+/// Serves the Redis handler on a free loopback port while `body` runs with the port.
 private func withServer(loops: Int = 1, _ body: (Int) throws -> Void) throws {
-    var options = Options()
-    options.loops = loops
-    options.ticker = true
-    let engine = try Engine(handler: RedisHandler(), addresses: ["tcp://127.0.0.1:0"], options: options)
-    try engine.start()
-    defer {
-        engine.stop()
-        engine.wait()
-    }
-    let port = try #require(engine.addresses.first?.port)
-    try body(port)
+    try serving(RedisHandler(), configure: {
+        $0.loops = loops
+        $0.ticker = true
+    }) { address in try body(try #require(address.port)) }
 }
 
 @Suite("End to end, over TCP", .serialized)

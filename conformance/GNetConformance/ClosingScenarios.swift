@@ -1,7 +1,9 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// Closing that never loses data silently: slow readers get every byte, abandoned output ends
 /// in a reset with a reason, half-closed peers, lingering on stop, and the close-path defects.
@@ -67,10 +69,10 @@ enum ClosingScenarios {
                 let client = try TestClient(address, timeout: .seconds(20))
                 client.setReceiveBuffer(32 * 1024)
                 let sender = ResultBox<Void>()
-                Thread {
+                TestThread.detach {
                     sender.set(Result { try client.send(payload) })
                     client.shutdownWrite()
-                }.start()
+                }
                 return try client.readToEnd(chunk: 16 * 1024, pause: .milliseconds(5))
             }
             try expect(got.end == .eof, "reset after \(got.bytes.count) of \(payload.count) bytes")
@@ -175,11 +177,11 @@ enum ClosingScenarios {
         }, onInputClosed: { c, _ in
             inputClosed.update { $0 += 1 }
             let h = c.handle
-            Thread {
+            TestThread.detach {
                 sleep(for: .milliseconds(50))
                 h.write(Array(" and goodbye".utf8))
                 h.close()
-            }.start()
+            }
             return .none
         })
         try await withEngine(kind, handler, configure: { $0.allowHalfClosure = true }) { _, address in
@@ -263,12 +265,12 @@ enum ClosingScenarios {
             try await eventually("the reply") { handler.trafficBytesSeen > 0 }
             engine.stop()
             // Keep sending for a while, as a pipelining client would, while reading slowly.
-            Thread {
+            TestThread.detach {
                 for _ in 0..<30 {
                     sleep(for: .milliseconds(10))
                     guard (try? client.send("more input after the stop")) != nil else { return }
                 }
-            }.start()
+            }
             let got = try await onThread("reading") { try client.readToEnd(chunk: 16 * 1024, pause: .milliseconds(2)) }
             try expect(got.end == .eof && got.bytes == reply, "got \(got.bytes.count) of \(reply.count) bytes ending in \(got.end)")
         }

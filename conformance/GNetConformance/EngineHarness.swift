@@ -42,6 +42,26 @@ public func withEngine(
     }
 }
 
+/// Serves `handler` on a free loopback port while `body` runs with the bound address, then stops
+/// the engine and waits for it, also when `body` throws: the plain set-up of end-to-end tests.
+/// Unlike `withEngine` it checks nothing about the stop.
+public func serving(
+    _ handler: any EventHandler,
+    configure: (inout Options) -> Void = { _ in },
+    _ body: (SocketAddress) throws -> Void
+) throws {
+    var options = Options()
+    configure(&options)
+    let engine = try Engine(handler: handler, addresses: ["tcp://127.0.0.1:0"], options: options)
+    try engine.start()
+    defer {
+        engine.stop()
+        engine.wait()
+    }
+    guard let address = engine.addresses.first else { throw ConformanceFailure("engine has no bound address") }
+    try body(address)
+}
+
 private func runBody(_ engine: Engine, _ body: (Engine, SocketAddress) async throws -> Void) async throws {
     guard let address = engine.addresses.first else { throw ConformanceFailure("engine has no bound address") }
     try await body(engine, address)

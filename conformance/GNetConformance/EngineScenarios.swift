@@ -1,7 +1,9 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// Checks of the engine's behaviour on each backend: echo exactness, concurrency, the
 /// connection lifecycle, closing and stopping.
@@ -32,7 +34,7 @@ enum EngineScenarios {
                 let client = try TestClient(address)
                 // Send from one thread while reading on another: neither side may stall.
                 let sender = ResultBox<Void>()
-                Thread { sender.set(Result { try client.send(payload) }) }.start()
+                TestThread.detach { sender.set(Result { try client.send(payload) }) }
                 let got = try client.receive(exactly: payload.count)
                 for _ in 0..<500 where sender.get() == nil { usleep(2000) }
                 try sender.get()?.get()
@@ -91,7 +93,7 @@ enum EngineScenarios {
             let got = try await onThread("pipelined frames") {
                 let client = try TestClient(address)
                 let sender = ResultBox<Void>()
-                Thread { sender.set(Result { try client.send(framesToSend) }) }.start()
+                TestThread.detach { sender.set(Result { try client.send(framesToSend) }) }
                 return try client.receive(exactly: expectedCount)
             }
             try expect(got == expected, "answers to pipelined frames differ from the frames' bodies")

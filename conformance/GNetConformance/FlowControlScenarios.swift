@@ -1,7 +1,9 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// Flow control against hostile peers: a peer that never reads, reads slowly, or floods; the
 /// watermarks and their callback; the inbound cap; pausing reads; the cap on handle writes.

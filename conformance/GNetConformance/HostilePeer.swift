@@ -1,7 +1,9 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// How a stream read to its end ended: the peer's clean EOF, or a reset.
 public enum StreamEnd: Sendable, Equatable { case eof, reset }
@@ -29,7 +31,7 @@ extension TestClient {
     /// Sends `bytes` on a new thread; the box holds the outcome when it is done.
     func sendInBackground(_ bytes: [UInt8]) -> ResultBox<Void> {
         let box = ResultBox<Void>()
-        Thread { box.set(Result { try self.send(bytes) }) }.start()
+        TestThread.detach { box.set(Result { try self.send(bytes) }) }
         return box
     }
 

@@ -2,6 +2,7 @@ import GNet
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// Checks of the `Poller` contract itself, below the engine.
 enum PollerScenarios {
@@ -16,33 +17,6 @@ enum PollerScenarios {
         Scenario("poller.peer-eof", .poller, run: peerEOF),
         Scenario("poller.bad-descriptor", .poller, run: badDescriptor),
     ]
-
-    /// A connected pair of Unix stream sockets, closed by `close()`.
-    struct Pair {
-        let a: Int32
-        let b: Int32
-        init() throws {
-            var fds: [Int32] = [0, 0]
-            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
-                throw SystemError("socketpair", errno: errno)
-            }
-            a = fds[0]
-            b = fds[1]
-            _ = fcntl(a, F_SETFL, fcntl(a, F_GETFL) | O_NONBLOCK)
-        }
-        func close() { Glibc.close(a); Glibc.close(b) }
-        func write(_ s: String, to fd: Int32? = nil) { _ = s.withCString { Glibc.write(fd ?? b, $0, strlen($0)) } }
-        /// Reads whatever is waiting on `a`.
-        func drain() -> Int {
-            var buf = [UInt8](repeating: 0, count: 4096)
-            var total = 0
-            while true {
-                let n = Glibc.read(a, &buf, buf.count)
-                if n <= 0 { return total }
-                total += n
-            }
-        }
-    }
 
     /// Collects one wait's reports.
     static func collect(_ p: any Poller, _ timeout: PollTimeout = .after(.milliseconds(200))) throws -> [(PollToken, IOEvents)] {
@@ -65,7 +39,7 @@ enum PollerScenarios {
     static func readableWritable(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let pair = try Pair()
+        let pair = try SocketPair()
         defer { pair.close() }
         let token = PollToken(fd: pair.a, generation: 7)
         try p.register(pair.a, interest: [.read, .write], token: token)
@@ -74,7 +48,7 @@ enum PollerScenarios {
         for (t, e) in try collect(p, .now) where t == token {
             try expect(!e.contains(.read), "read reported before any byte was sent: \(e)")
         }
-        pair.write("x")
+        try send(pair.b, "x")
         try waitFor(p, token, [.read, .write])
         try p.deregister(pair.a, interest: [.read, .write])
         return nil
@@ -83,18 +57,18 @@ enum PollerScenarios {
     static func levelTriggered(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let pair = try Pair()
+        let pair = try SocketPair()
         defer { pair.close() }
         let token = PollToken(fd: pair.a, generation: 1)
         try p.register(pair.a, interest: .read, token: token)
-        pair.write("hello")
+        try send(pair.b, "hello")
         // Unread input must be reported on every wait, not once.
         for round in 0..<3 {
             let got = try collect(p)
             try expect(got.contains { $0.0 == token && $0.1.contains(.read) },
                        "unread input not reported again on wait \(round + 1): \(got.map { "\($0.0) \($0.1)" })")
         }
-        try expect(pair.drain() == 5, "expected the 5 bytes to be readable")
+        try expect(drain(pair.a) == 5, "expected the 5 bytes to be readable")
         // Drained: nothing more (a spurious report is allowed once, never forever).
         var quiet = false
         for _ in 0..<3 where !quiet {
@@ -108,11 +82,11 @@ enum PollerScenarios {
     static func modifyDeregister(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let pair = try Pair()
+        let pair = try SocketPair()
         defer { pair.close() }
         var token = PollToken(fd: pair.a, generation: 1)
         try p.register(pair.a, interest: .read, token: token)
-        pair.write("data")
+        try send(pair.b, "data")
         try waitFor(p, token, .read)
         // read → write: read must no longer be reported, write must be.
         token.generation = 2
@@ -145,15 +119,15 @@ enum PollerScenarios {
     static func noStaleEvent(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let first = try Pair()
+        let first = try SocketPair()
         try p.register(first.a, interest: [.read, .write], token: PollToken(fd: first.a, generation: 1))
-        first.write("old")
+        try send(first.b, "old")
         _ = try collect(p, .now)
         let reused = first.a
         try p.deregister(first.a, interest: [.read, .write])
         first.close()
         // The kernel hands out the lowest free number: the new pair reuses the old one.
-        let second = try Pair()
+        let second = try SocketPair()
         defer { second.close() }
         try expect(second.a == reused || second.b == reused, "descriptor \(reused) was not reused; cannot test")
         let fd = second.a == reused ? second.a : second.b
@@ -165,7 +139,7 @@ enum PollerScenarios {
             }
         }
         _ = (fd == second.a ? second.b : second.a).description
-        second.write("new", to: fd == second.a ? second.b : second.a)
+        try send(fd == second.a ? second.b : second.a, "new")
         try waitFor(p, token, .read)
         try p.deregister(fd, interest: .read)
         return nil
@@ -174,15 +148,15 @@ enum PollerScenarios {
     static func deregisterInsideWait(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let x = try Pair()
-        let y = try Pair()
+        let x = try SocketPair()
+        let y = try SocketPair()
         defer { x.close(); y.close() }
         let tx = PollToken(fd: x.a, generation: 1)
         let ty = PollToken(fd: y.a, generation: 1)
         try p.register(x.a, interest: .read, token: tx)
         try p.register(y.a, interest: .read, token: ty)
-        x.write("1")
-        y.write("2")
+        try send(x.b, "1")
+        try send(y.b, "2")
         // Both readable; whichever is reported first deregisters the other, whose report must
         // then not arrive in the same wait or any later one.
         try await Task.sleep(for: .milliseconds(20))
@@ -212,10 +186,10 @@ enum PollerScenarios {
         let waker = try p.makeWaker()
         // A wakeup during a blocked wait ends it promptly.
         let start = ContinuousClock.now
-        Thread {
+        TestThread.detach {
             usleep(50_000)
             try? waker.wakeup()
-        }.start()
+        }
         let n = try p.wait(.after(.seconds(5))) { _, _ in }
         let waited = ContinuousClock.now - start
         try expect(n == 0, "a wakeup was reported as \(n) events")
@@ -254,11 +228,11 @@ enum PollerScenarios {
     static func peerEOF(_ kind: PollerKind) async throws -> Trace? {
         let p = try kind.makePoller()
         defer { try? p.close() }
-        let pair = try Pair()
+        let pair = try SocketPair()
         defer { Glibc.close(pair.a) }
         let token = PollToken(fd: pair.a, generation: 1)
         try p.register(pair.a, interest: .read, token: token)
-        pair.write("last")
+        try send(pair.b, "last")
         Glibc.close(pair.b)
         try waitFor(p, token, .read)
         var buf = [UInt8](repeating: 0, count: 16)

@@ -1,5 +1,6 @@
 import GNet
 import Poller
+import TestSupport
 
 /// One behavioural check that every backend must pass.
 public struct Scenario: Sendable, CustomStringConvertible {
@@ -35,7 +36,7 @@ public func expect(_ condition: Bool, _ message: @autoclosure () -> String) thro
 /// Every scenario, poller level first.
 public enum Scenarios {
     public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + ServerMatrixScenarios.all
-        + FlowControlScenarios.all + ClosingScenarios.all
+        + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }
@@ -56,14 +57,27 @@ extension Scenario {
         let start = ContinuousClock.now
         do {
             let trace = try await run(kind)
-            return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: seconds(since: start))
+            return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: (ContinuousClock.now - start).inSeconds)
         } catch {
-            return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: seconds(since: start))
+            return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: (ContinuousClock.now - start).inSeconds)
         }
     }
 
-    private func seconds(since start: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    /// Runs once on each of `kinds`, in turn.
+    public func results(on kinds: [PollerKind]) async -> [ScenarioResult] {
+        var out: [ScenarioResult] = []
+        for kind in kinds { out.append(await result(on: kind)) }
+        return out
+    }
+}
+
+/// Where a deterministic scenario's backends saw different callback traces: one line for each
+/// backend whose trace differs from the first backend's, naming the scenario and both backends.
+/// Results without a trace (failed, or not deterministic) are left out.
+public func traceDisagreements(_ results: [ScenarioResult]) -> [String] {
+    let traced = results.compactMap { r in r.trace.map { (r, $0) } }
+    guard let (first, firstTrace) = traced.first else { return [] }
+    return traced.dropFirst().filter { $0.1 != firstTrace }.map { r, t in
+        "\(r.scenario): \(r.backend) traced [\(t)] but \(first.backend) traced [\(firstTrace)]"
     }
 }

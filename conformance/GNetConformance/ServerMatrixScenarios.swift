@@ -1,7 +1,9 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
 import Synchronization
+import TestSupport
 
 /// gnet's server matrix and lifecycle actions: how the handler writes (sync, writev, async
 /// from another thread) × how many loops × how connections are spread, plus greetings,
@@ -68,7 +70,7 @@ enum ServerMatrixScenarios {
                 case .async:
                     let handle = c.handle
                     // From another thread, as a worker pool would answer.
-                    Thread { handle.write(bytes) }.start()
+                    TestThread.detach { handle.write(bytes) }
                 }
             } catch {
                 return .close
@@ -229,7 +231,7 @@ enum ServerMatrixScenarios {
             let got = try await onThread("unix echo") {
                 let client = try TestClient(address)
                 let sender = ResultBox<Void>()
-                Thread { sender.set(Result { try client.send(msg) }) }.start()
+                TestThread.detach { sender.set(Result { try client.send(msg) }) }
                 return try client.receive(exactly: msg.count)
             }
             try expect(got == msg, "unix socket echo differs")

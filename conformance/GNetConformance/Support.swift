@@ -1,6 +1,8 @@
 import GNet
+import GNetLocks
 import Glibc
 import Poller
+import TestSupport
 
 /// A blocking loopback client with timeouts, for driving servers in scenarios.
 /// Every call fails (throws) rather than hangs: receives and sends time out after `timeout`.
@@ -9,10 +11,17 @@ import Poller
 public final class TestClient: @unchecked Sendable {
     public let fd: Int32
 
-    public init(_ address: SocketAddress, timeout: Duration = .seconds(10)) throws {
+    /// Connects to `address`, from `source` when given (a local address to bind first, such as
+    /// `127.0.0.2` with port 0, so one machine can play several clients).
+    public init(_ address: SocketAddress, from source: SocketAddress? = nil, timeout: Duration = .seconds(10)) throws {
         let family: Int32 = address.family == .ipv4 ? AF_INET : address.family == .ipv6 ? AF_INET6 : AF_UNIX
         fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        if let source, source.withUnsafeSockaddr({ Glibc.bind(fd, $0, $1) }) != 0 {
+            let e = errno
+            Glibc.close(fd)
+            throw SystemError("bind(\(source))", errno: e)
+        }
         var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -169,8 +178,7 @@ public func onThread<T: Sendable>(
     timeout: Duration = .seconds(30), _ what: String, _ body: @escaping @Sendable () throws -> T
 ) async throws -> T {
     let box = ResultBox<T>()
-    let t = Thread { box.set(Result { try body() }) }
-    t.start()
+    TestThread.detach { box.set(Result { try body() }) }
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if let r = box.get() { return try r.get() }
@@ -185,20 +193,4 @@ final class ResultBox<T: Sendable>: Sendable {
     private let value = Locked<Result<T, any Error>?>(nil)
     func set(_ r: Result<T, any Error>) { value.withLock { $0 = r } }
     func get() -> Result<T, any Error>? { value.withLock { $0 } }
-}
-
-/// A plain POSIX thread for test work.
-final class Thread: @unchecked Sendable {
-    private let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    func start() {
-        var t = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&t, nil, { arg in
-            let me = Unmanaged<Thread>.fromOpaque(arg!).takeRetainedValue()
-            me.body()
-            return nil
-        }, box)
-        pthread_detach(t)
-    }
 }

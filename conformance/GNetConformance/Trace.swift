@@ -1,5 +1,5 @@
-import Poller
 import GNet
+import GNetLocks
 import Synchronization
 
 /// What a handler saw, in order: the part of a scenario every backend must agree on.

@@ -45,20 +45,15 @@ struct ConformanceRunner: AsyncParsableCommand {
         var failures: [String] = []
         for s in scenarios {
             var row = pad(s.name, nameWidth)
-            var traces: [(String, Trace)] = []
-            for k in kinds {
-                let r = await s.result(on: k)
+            let results = await s.results(on: kinds)
+            for r in results {
                 let cell = (r.passed ? "pass" : "FAIL") + String(format3(r.seconds))
                 row += " | " + pad(cell, colWidth)
-                if let e = r.error { failures.append("\(s.name) on \(k.name): \(e)") }
-                if let t = r.trace { traces.append((k.name, t)) }
+                if let e = r.error { failures.append("\(s.name) on \(r.backend): \(e)") }
             }
-            if let (first, t0) = traces.first {
-                for (name, t) in traces.dropFirst() where t != t0 {
-                    failures.append("\(s.name): \(name) traced [\(t)] but \(first) traced [\(t0)]")
-                    row += "  (trace differs)"
-                }
-            }
+            let disagreements = traceDisagreements(results)
+            failures += disagreements
+            if !disagreements.isEmpty { row += "  (trace differs)" }
             print(row)
         }
         let total = scenarios.count * kinds.count

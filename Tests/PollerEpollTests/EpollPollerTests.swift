@@ -2,32 +2,26 @@
 import Glibc
 import Poller
 import PollerEpoll
+import TestSupport
 import Testing
 
 /// What only the epoll backend does; the shared contract is checked by the conformance suite.
 @Suite("EpollPoller")
 struct EpollPollerTests {
-    func pair() -> (Int32, Int32) {
-        var fds: [Int32] = [0, 0]
-        precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
-        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
-        return (fds[0], fds[1])
-    }
-
     @Test func edgeTriggeredReportsOncePerChange() throws {
         let p = try EpollPoller()
         defer { try? p.close() }
-        let (a, b) = pair()
-        defer { close(a); close(b) }
+        let (a, b) = try socketPair()
+        defer { closeAll(a, b) }
         let token = PollToken(fd: a, generation: 3)
         try p.register(a, interest: .read, token: token, trigger: .edge)
-        _ = write(b, "x", 1)
+        try send(b, "x")
         var n = try p.wait(.after(.milliseconds(200))) { t, e in #expect(t == token && e.contains(.read)) }
         #expect(n == 1)
         // Not drained, but no new data: edge mode stays quiet.
         n = try p.wait(.after(.milliseconds(30))) { _, _ in }
         #expect(n == 0)
-        _ = write(b, "y", 1)
+        try send(b, "y")
         n = try p.wait(.after(.milliseconds(200))) { _, _ in }
         #expect(n == 1)
         // modify keeps the edge mode.
@@ -42,12 +36,12 @@ struct EpollPollerTests {
         defer { try? p.close() }
         var pairs: [(Int32, Int32)] = []
         for i in 0..<100 {
-            let (a, b) = pair()
+            let (a, b) = try socketPair()
             pairs.append((a, b))
             try p.register(a, interest: .read, token: PollToken(fd: a, generation: UInt32(i + 1)))
-            _ = write(b, "z", 1)
+            try send(b, "z")
         }
-        defer { for (a, b) in pairs { close(a); close(b) } }
+        defer { for (a, b) in pairs { closeAll(a, b) } }
         var seen = Set<Int32>()
         for _ in 0..<20 where seen.count < 100 {
             _ = try p.wait(.after(.milliseconds(100))) { t, _ in seen.insert(t.fd) }
@@ -65,8 +59,8 @@ struct EpollPollerTests {
     @Test func registerTwiceAndUnknownAreTyped() throws {
         let p = try EpollPoller()
         defer { try? p.close() }
-        let (a, b) = pair()
-        defer { close(a); close(b) }
+        let (a, b) = try socketPair()
+        defer { closeAll(a, b) }
         try p.register(a, interest: .read, token: PollToken(fd: a, generation: 1))
         #expect(throws: PollerError.alreadyRegistered(fd: a)) {
             try p.register(a, interest: .read, token: PollToken(fd: a, generation: 1))
