@@ -56,6 +56,9 @@ extension EventLoop {
             switch Socket.accept(l.fd) {
             case .accepted(let fd, let remote):
                 let target = pickLoop(remote)
+                // Counted against its loop now, not when that loop adopts it, so the
+                // least-connections balancer sees the rest of a burst land elsewhere.
+                peers[target].connectionCount.add(1, ordering: .relaxed)
                 if target == index {
                     adopt(fd, remote: remote, listener: l.bound)
                 } else {
@@ -124,9 +127,11 @@ extension EventLoop {
         }
     }
 
-    /// Takes ownership of an accepted socket: options, registration, `onOpen`.
+    /// Takes ownership of an accepted socket: options, registration, `onOpen`. The acceptor
+    /// has already counted it in `inbox.connectionCount`.
     final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
         if stopping {
+            inbox.connectionCount.subtract(1, ordering: .relaxed)
             _ = closeDescriptor(fd)
             return
         }
@@ -141,6 +146,7 @@ extension EventLoop {
                 logger.error("cannot watch an accepted connection; closing it", metadata: [
                     "fd": "\(fd)", "error": "\(error)", "occurrences": "\(n)"])
             }
+            inbox.connectionCount.subtract(1, ordering: .relaxed)
             _ = closeDescriptor(fd)
             return
         }
@@ -150,7 +156,6 @@ extension EventLoop {
         }
         connections[slot] = c
         connectionCount += 1
-        inbox.connectionCount.add(1, ordering: .relaxed)
 
         beginCallback(c)
         let (output, action) = handler.onOpen(c)

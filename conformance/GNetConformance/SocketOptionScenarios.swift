@@ -19,6 +19,7 @@ enum SocketOptionScenarios {
         Scenario("balancing.round-robin-alternates", .engine, run: roundRobin),
         Scenario("balancing.least-connections-fills-the-emptier-loop", .engine, run: leastConnections),
         Scenario("balancing.source-address-hash-is-stable", .engine, run: sourceAddressHash),
+        Scenario("balancing.least-connections-burst", .engine, run: leastConnectionsBurst),
     ]
 
     // MARK: Options read back with getsockopt
@@ -169,6 +170,31 @@ enum SocketOptionScenarios {
             let next = Array(balancer.loopsInOrder.suffix(2))
             try expect(next == [1, 1],
                        "least connections: with 2 open on loop 0 and 0 on loop 1, new connections went to loops \(next)")
+        }
+        return nil
+    }
+
+    /// Twenty clients connect at once: the acceptor must count a connection against its loop
+    /// when it hands it over, not when that loop gets round to adopting it, or a burst all lands
+    /// on one loop.
+    static func leastConnectionsBurst(_ kind: PollerKind) async throws -> Trace? {
+        let perLoop = Locked<[Int]>([0, 0])
+        let handler = ScriptedHandler(onOpen: { c, _ in
+            perLoop.withLock { $0[c.loopIndex] += 1 }
+            return (nil, .none)
+        })
+        var clients: [TestClient] = []
+        try await withEngine(kind, handler, configure: {
+            $0.loops = 2
+            $0.reusePort = false
+            $0.loadBalancing = .leastConnections
+        }) { _, address in
+            for _ in 0..<20 { clients.append(try TestClient(address)) }
+            try await eventually("20 connections") { handler.opened == 20 }
+            let counts = perLoop.withLock { $0 }
+            try expect(counts.allSatisfy { (8...12).contains($0) }, "least connections spread a burst of 20 as \(counts)")
+            clients.removeAll()
+            try await eventually("20 closes") { handler.closes == 20 }
         }
         return nil
     }
