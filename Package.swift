@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Poller"], path: "Tests/TestSupport"),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "Poller", "GNetLocks", "TestSupport"],
+            dependencies: ["GNet", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
