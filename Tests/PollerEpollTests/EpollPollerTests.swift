@@ -96,3 +96,39 @@ struct PollerTypeTests {
         #expect(IOEvents([.read, .write, .error]).interest == [.read, .write])
     }
 }
+
+#if os(Linux)
+@testable import PollerEpoll
+
+/// The eventfd waker against the poller closing under it.
+@Suite("EpollPoller waker", .serialized)
+struct EpollWakerTests {
+    /// A wakeup caught between deciding to write and writing, while the poller closes and the
+    /// descriptor numbers are reused at once: the write must not land in the new descriptor.
+    @Test func wakeupRacingCloseNeverWritesIntoAReusedDescriptor() throws {
+        EventFDWaker.beforeWriteHook = { usleep(100_000) }
+        defer { EventFDWaker.beforeWriteHook = nil }
+        let p = try EpollPoller()
+        let waker = try p.makeWaker()
+        let thread = TestThread.start { try? waker.wakeup() }
+        usleep(20_000) // the wakeup is now inside the hook
+        try p.close()
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+        defer { closeAll(fds[0], fds[1]) }
+        thread.join()
+        var buf = [UInt8](repeating: 0, count: 8)
+        let n = read(fds[0], &buf, 8)
+        #expect(n == -1 && errno == EAGAIN, "a wakeup wrote \(n) bytes into a pipe that reused the poller's descriptors")
+    }
+
+    /// After close, a wakeup fails with `PollerError.closed` and touches nothing.
+    @Test func wakeupAfterCloseFails() throws {
+        let p = try EpollPoller()
+        let waker = try p.makeWaker()
+        try p.close()
+        #expect(throws: PollerError.closed) { try waker.wakeup() }
+    }
+}
+#endif

@@ -15,6 +15,7 @@ enum PollerScenarios {
         Scenario("poller.wakeup-from-thread", .poller, run: wakeupFromThread),
         Scenario("poller.timeouts", .poller, run: timeouts),
         Scenario("poller.peer-eof", .poller, run: peerEOF),
+        Scenario("poller.no-readEOF-without-read-interest", .poller, run: noReadEOFWithoutReadInterest),
         Scenario("poller.bad-descriptor", .poller, run: badDescriptor),
     ]
 
@@ -238,6 +239,39 @@ enum PollerScenarios {
         var buf = [UInt8](repeating: 0, count: 16)
         try expect(Glibc.read(pair.a, &buf, 16) == 4, "the bytes sent before EOF were not readable")
         try expect(Glibc.read(pair.a, &buf, 16) == 0, "read after the data did not report EOF")
+        try p.deregister(pair.a, interest: .read)
+        return nil
+    }
+
+    /// A registration that wants only write readiness, on a socket whose send buffer is full
+    /// and whose peer has sent EOF, is not reported: a peer's EOF comes only with read interest,
+    /// or a loop waiting for a closing connection to drain would spin.
+    static func noReadEOFWithoutReadInterest(_ kind: PollerKind) async throws -> Trace? {
+        let p = try kind.makePoller()
+        defer { try? p.close() }
+        let pair = try SocketPair()
+        defer { pair.close() }
+        _ = fcntl(pair.a, F_SETFL, fcntl(pair.a, F_GETFL) | O_NONBLOCK)
+        let chunk = [UInt8](repeating: 7, count: 65536)
+        while chunk.withUnsafeBytes({ Glibc.send(pair.a, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) > 0 {}
+        Glibc.shutdown(pair.b, Int32(SHUT_WR))
+        let token = PollToken(fd: pair.a, generation: 1)
+        // Registered for reading first, as the engine registers a connection; then only
+        // writing is wanted, as while a closing connection drains.
+        try p.register(pair.a, interest: .read, token: token)
+        _ = try p.wait(.after(.milliseconds(20))) { _, _ in }
+        try p.modify(pair.a, from: .read, to: .write, token: token)
+        var reported: [IOEvents] = []
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .milliseconds(60) {
+            _ = try p.wait(.after(.milliseconds(20))) { _, e in reported.append(e) }
+        }
+        try expect(reported.count <= 1, "a write-only registration was reported \(reported.count) times in 60 ms: \(reported.prefix(3))")
+        try expect(!reported.contains { $0.contains(.readEOF) }, "readEOF reported without read interest: \(reported)")
+        try p.modify(pair.a, from: .write, to: .read, token: token)
+        var sawEOF = false
+        _ = try p.wait(.after(.milliseconds(200))) { _, e in sawEOF = e.contains(.readEOF) || e.contains(.read) }
+        try expect(sawEOF, "with read interest the peer's EOF was not reported")
         try p.deregister(pair.a, interest: .read)
         return nil
     }

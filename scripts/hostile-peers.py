@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Hostile peers against the example servers: flow control, seen from outside the process.
+
+    scripts/hostile-peers.py [BIN_DIR]        # BIN_DIR defaults to .build/debug
+
+Starts gnet-echo, gnet-http and gnet-redis from BIN_DIR on 127.0.0.1 with --port 0 (reading the
+port from the ready line), and checks:
+
+  (a) non-reader: a client sends up to 64 MiB (random bytes to echo, pipelined GETs to HTTP,
+      pipelined PINGs to Redis) and never reads. The server's RSS (VmRSS) must grow by at most
+      16 MiB during the attack, and return near its baseline once the client disconnects.
+      Flow control should block the client long before 64 MiB: it stops after 64 MiB, after
+      STALL_S without progress, or after SEND_LIMIT_S in all, and reports how far it got.
+      Runs for echo on the default poller, libevent and dispatch; HTTP and Redis on the default.
+  (b) slow reader: one thread sends 12 MiB to echo, half-closes (SHUT_WR) when all is sent,
+      and reads at 2 MiB/s throughout; it must get every byte back, in order, then a clean EOF.
+  (c) half-closed non-reader: a client sends up to 8 MiB to echo, half-closes and never reads;
+      over ~2 s the server may use under 10% of one core. Then the client resets.
+
+"Near the baseline" (a): within RECOVER_SLACK of the RSS measured before the attack, after a
+warm-up request on its own connection so that what the first connection allocates once
+(thread-local caches, the read buffer) is part of the baseline rather than counted as a leak.
+
+Standard library only, loopback only; every wait has a deadline; it signals only the processes
+it started. Prints one line per check and ends with `N passed, M failed`; exits 1 on failure.
+"""
+
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+ATTACK_BYTES = 64 * MiB
+RSS_GROWTH_LIMIT = 16 * MiB
+RECOVER_SLACK = 4 * MiB  # see the docstring; what we measured is printed beside it
+RECOVER_WAIT_S = 4.0  # the server may linger over unread input (lingerTimeout 2 s)
+SEND_LIMIT_S = 10.0
+STALL_S = 1.5
+HOLD_S = 1.0  # keep the stalled non-reader connected, sampling, before disconnecting
+
+SLOW_BYTES = 12 * MiB
+SLOW_RATE = 2 * MiB  # bytes per second
+SLOW_LIMIT_S = 20.0
+
+HALF_BYTES = 8 * MiB
+HALF_SEND_LIMIT_S = 5.0
+HALF_STALL_S = 0.5
+CPU_WINDOW_S = 2.0
+CPU_LIMIT = 0.10  # fraction of one core
+
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 8.0
+SAMPLE_S = 0.05
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+results = []  # (name, ok, detail)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def check(name, ok, detail):
+    results.append((name, ok, detail))
+    log(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+
+
+def mib(n):
+    return f"{n / MiB:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------- the server process
+
+
+class Server:
+    """One example server started by this script, on a free port."""
+
+    def __init__(self, bin_dir, name, poller=None):
+        self.name = name
+        self.label = f"{name} (poller={poller or 'default'})"
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"{path} is missing or not executable; run `swift build` first")
+        args = [path, "--host", "127.0.0.1", "--port", "0"]
+        if poller:
+            args += ["--poller", poller]
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.port = self._wait_ready()
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop()
+                raise RuntimeError(f"{self.label}: no ready line within {READY_TIMEOUT_S:.0f} s{self.stderr_tail()}")
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+                    raise RuntimeError(f"{self.label}: exited with status {code} before it was ready{self.stderr_tail()}")
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode(errors="replace")
+        # listening on tcp://127.0.0.1:PORT (poller=NAME, loops=N)
+        try:
+            port = int(line.split("tcp://", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            self.stop()
+            raise RuntimeError(f"{self.label}: cannot read the port from its ready line {line!r}")
+        self.ready_line = line
+        return port
+
+    def stderr_tail(self):
+        self.stderr.seek(0)
+        text = self.stderr.read()[-2000:].decode(errors="replace").strip()
+        return f"; its stderr ends:\n{text}" if text else ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def rss(self):
+        """VmRSS in bytes."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{self.label}: no VmRSS in /proc/{self.pid}/status")
+
+    def cpu(self):
+        """utime + stime of the whole process (all threads), in seconds."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()  # fields from 3 (state) on
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15
+
+    def stop(self):
+        """SIGTERM (graceful stop), then SIGKILL if it does not exit in time. Returns the status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log(f"note  {self.label}: still running {STOP_TIMEOUT_S:.0f} s after SIGTERM; killing pid {self.pid}")
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+
+# ---------------------------------------------------------------------------- client helpers
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def reset(s):
+    """Closes with SO_LINGER 0: the server sees a reset, as from a peer that went away."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    s.close()
+
+
+def recv_exactly_some(s, want_prefix, limit_s=5.0):
+    """Reads until the reply starts with want_prefix, or raises. For warm-up exchanges."""
+    s.settimeout(limit_s)
+    got = b""
+    deadline = time.monotonic() + limit_s
+    while len(got) < len(want_prefix) and time.monotonic() < deadline:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    if not got.startswith(want_prefix):
+        raise RuntimeError(f"warm-up reply {got[:80]!r} does not start with {want_prefix!r}")
+
+
+def repeated(unit, size):
+    """A bytes object of `size` bytes that is `unit` repeated (cut at a unit boundary)."""
+    count = max(1, size // len(unit))
+    return unit * count
+
+
+def send_bounded(s, source, total, limit_s, stall_s, on_tick=None):
+    """Sends `total` bytes of `source` (cycled) without reading, non-blocking, until all are sent,
+    nothing moved for stall_s, or limit_s passed. Calls on_tick() about every SAMPLE_S.
+    Returns (sent, seconds, why)."""
+    s.setblocking(False)
+    view = memoryview(source)
+    sent = 0
+    start = last_progress = time.monotonic()
+    why = "all sent"
+    while sent < total:
+        now = time.monotonic()
+        if now - start >= limit_s:
+            why = f"time limit {limit_s:.0f} s"
+            break
+        if now - last_progress >= stall_s:
+            why = f"blocked: no progress for {stall_s} s"
+            break
+        _, w, _ = select.select([], [s], [], SAMPLE_S)
+        if w:
+            off = sent % len(source)
+            n = min(len(source) - off, total - sent)
+            try:
+                k = s.send(view[off:off + n])
+            except BlockingIOError:
+                k = 0
+            if k > 0:
+                sent += k
+                last_progress = time.monotonic()
+        if on_tick:
+            on_tick()
+    return sent, time.monotonic() - start, why
+
+
+# ---------------------------------------------------------------------------- (a) the non-reader
+
+
+def warm_up(server, kind):
+    """One ordinary request on its own connection, so the baseline includes first-use costs."""
+    s = connect(server.port)
+    if kind == "echo":
+        s.sendall(b"hello")
+        recv_exactly_some(s, b"hello")
+    elif kind == "http":
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        recv_exactly_some(s, b"HTTP/1.1 200")
+    else:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        recv_exactly_some(s, b"+PONG\r\n")
+    s.close()
+
+
+def attack_payload(kind):
+    if kind == "echo":
+        return random.Random(1).randbytes(1 * MiB)
+    if kind == "http":
+        return repeated(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1 * MiB)
+    return repeated(b"*1\r\n$4\r\nPING\r\n", 1 * MiB)
+
+
+def non_reader(server, kind):
+    """(a): RSS while a peer sends 64 MiB and reads nothing, and after it leaves."""
+    label = f"(a) non-reader, {server.label}"
+    warm_up(server, kind)
+    time.sleep(0.3)
+    baseline = server.rss()
+    payload = attack_payload(kind)
+    samples = [baseline]
+
+    def sample():
+        if server.alive():
+            samples.append(server.rss())
+
+    s = connect(server.port)
+    cpu0 = server.cpu()
+    sent, took, why = send_bounded(s, payload, ATTACK_BYTES, SEND_LIMIT_S, STALL_S, sample)
+    # Held back: the server should now be idle and small. Keep the connection open a moment.
+    hold_cpu0, hold_t0 = server.cpu(), time.monotonic()
+    hold_end = time.monotonic() + HOLD_S
+    while time.monotonic() < hold_end:
+        time.sleep(SAMPLE_S)
+        sample()
+    hold_cpu = (server.cpu() - hold_cpu0) / (time.monotonic() - hold_t0)
+    attack_cpu = server.cpu() - cpu0
+    peak = max(samples)
+    reset(s)
+
+    # After the disconnect: poll until RSS is near the baseline, or the wait runs out.
+    after = server.rss()
+    deadline = time.monotonic() + RECOVER_WAIT_S
+    while after > baseline + RECOVER_SLACK and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = server.rss()
+    if not server.alive():
+        check(label, False, f"the server died during the attack (status {server.proc.poll()}){server.stderr_tail()}")
+        return
+    log(f"      {label}: sent {mib(sent)} of {mib(ATTACK_BYTES)} in {took:.1f} s ({why}); "
+        f"RSS baseline {mib(baseline)}, peak {mib(peak)} (+{mib(peak - baseline)}), "
+        f"after disconnect {mib(after)} ({after - baseline:+,} bytes); "
+        f"server CPU {attack_cpu:.2f} s during the attack, {hold_cpu * 100:.1f}% of a core while held back")
+    check(f"{label}: RSS growth", peak - baseline <= RSS_GROWTH_LIMIT,
+          f"peak {mib(peak)} is {mib(peak - baseline)} over the baseline {mib(baseline)} "
+          f"(limit {mib(RSS_GROWTH_LIMIT)}); the client got {mib(sent)} out ({why})")
+    check(f"{label}: memory returned", after <= baseline + RECOVER_SLACK,
+          f"RSS {mib(after)} after the disconnect, {(after - baseline) / MiB:+.2f} MiB from the baseline "
+          f"(allowed +{mib(RECOVER_SLACK)}, waited up to {RECOVER_WAIT_S:.0f} s)")
+
+
+# ---------------------------------------------------------------------------- (b) the slow reader
+
+
+def slow_reader(server):
+    """(b): send 12 MiB, half-close, read at 2 MiB/s on one thread: all bytes, then clean EOF."""
+    label = f"(b) slow reader, {server.label}"
+    data = random.Random(2).randbytes(SLOW_BYTES)
+    view = memoryview(data)
+    s = connect(server.port)
+    s.setblocking(False)
+    sent = received = 0
+    shut = False
+    outcome = None
+    mismatch_at = None
+    start = time.monotonic()
+    first_read = None
+    while outcome is None:
+        now = time.monotonic()
+        if now - start > SLOW_LIMIT_S:
+            outcome = f"timed out after {SLOW_LIMIT_S:.0f} s"
+            break
+        # Token bucket: never more than SLOW_RATE bytes per second since the start.
+        allowance = int((now - start) * SLOW_RATE) - received
+        want_read = [s] if allowance > 0 else []
+        want_write = [s] if sent < SLOW_BYTES else []
+        r, w, _ = select.select(want_read, want_write, [], 0.02)
+        if w:
+            try:
+                sent += s.send(view[sent:sent + 256 * KiB])
+            except BlockingIOError:
+                pass
+            if sent == SLOW_BYTES and not shut:
+                s.shutdown(socket.SHUT_WR)
+                shut = True
+        if r:
+            try:
+                chunk = s.recv(min(allowance, 64 * KiB))
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                outcome = "reset by the server"
+                break
+            if not chunk:
+                outcome = "EOF"
+                break
+            if first_read is None:
+                first_read = time.monotonic()
+            if mismatch_at is None and chunk != data[received:received + len(chunk)]:
+                for i, b in enumerate(chunk):
+                    if received + i >= SLOW_BYTES or data[received + i] != b:
+                        mismatch_at = received + i
+                        break
+            received += len(chunk)
+    took = time.monotonic() - start
+    s.close()
+    log(f"      {label}: sent {mib(sent)}, half-closed={shut}, received {received:,} of {SLOW_BYTES:,} bytes "
+        f"in {took:.1f} s ({received / MiB / max(took, 1e-9):.2f} MiB/s), ended with {outcome}")
+    ok = shut and received == SLOW_BYTES and mismatch_at is None and outcome == "EOF"
+    detail = f"received {received:,} of {SLOW_BYTES:,} bytes, then {outcome}"
+    if mismatch_at is not None:
+        detail += f"; first wrong byte at offset {mismatch_at:,}"
+    if not shut:
+        detail += f"; only {sent:,} bytes could be sent, so it never half-closed"
+    check(label, ok, detail)
+
+
+# ---------------------------------------------------------------------------- (c) half-closed non-reader
+
+
+def half_closed_idle(server):
+    """(c): a peer that sent, half-closed and reads nothing costs the server no CPU."""
+    label = f"(c) half-closed non-reader, {server.label}"
+    payload = random.Random(3).randbytes(1 * MiB)
+    s = connect(server.port)
+    sent, took, why = send_bounded(s, payload, HALF_BYTES, HALF_SEND_LIMIT_S, HALF_STALL_S)
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.1)  # let the last of the echo traffic settle
+    cpu0, t0 = server.cpu(), time.monotonic()
+    time.sleep(CPU_WINDOW_S)
+    used = server.cpu() - cpu0
+    wall = time.monotonic() - t0
+    # What the server did with the connection meanwhile (closeTimeout 2 s: an abort is expected).
+    s.setblocking(False)
+    state = "still open"
+    try:
+        r, _, _ = select.select([s], [], [], 0)
+        if r:
+            s.recv(1, socket.MSG_PEEK)
+    except ConnectionResetError:
+        state = "reset by the server"
+    except BlockingIOError:
+        pass
+    reset(s)
+    share = used / wall
+    log(f"      {label}: sent {mib(sent)} in {took:.1f} s ({why}), half-closed; server CPU {used:.3f} s "
+        f"over {wall:.2f} s = {share * 100:.1f}% of one core; connection {state} at the end")
+    check(label, share < CPU_LIMIT,
+          f"{share * 100:.1f}% of one core over {wall:.1f} s (limit {CPU_LIMIT * 100:.0f}%)")
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def run(bin_dir, name, poller, scenarios):
+    try:
+        server = Server(bin_dir, name, poller)
+    except (RuntimeError, OSError) as e:
+        check(f"start {name} (poller={poller or 'default'})", False, str(e))
+        return
+    log(f"----  {server.label}: pid {server.pid}, {server.ready_line}")
+    try:
+        for scenario in scenarios:
+            if not server.alive():
+                check(f"{server.label}", False, f"exited with status {server.proc.poll()}{server.stderr_tail()}")
+                break
+            try:
+                scenario(server)
+            except (OSError, RuntimeError) as e:
+                check(f"{scenario.__name__}, {server.label}", False, f"{type(e).__name__}: {e}")
+    finally:
+        code = server.stop()
+        if code != 0:
+            check(f"{server.label} stops on SIGTERM", False, f"exit status {code}{server.stderr_tail()}")
+
+
+def main():
+    bin_dir = sys.argv[1] if len(sys.argv) > 1 else ".build/debug"
+    if len(sys.argv) > 2 or bin_dir in ("-h", "--help"):
+        print(__doc__)
+        return 2
+    started = time.monotonic()
+    run(bin_dir, "gnet-echo", None, [
+        lambda s: non_reader(s, "echo"),
+        slow_reader,
+        half_closed_idle,
+    ])
+    for poller in ("libevent", "dispatch"):
+        run(bin_dir, "gnet-echo", poller, [lambda s: non_reader(s, "echo")])
+    run(bin_dir, "gnet-http", None, [lambda s: non_reader(s, "http")])
+    run(bin_dir, "gnet-redis", None, [lambda s: non_reader(s, "redis")])
+    passed = sum(1 for _, ok, _ in results if ok)
+    failed = len(results) - passed
+    log(f"(took {time.monotonic() - started:.0f} s)")
+    for name, ok, detail in results:
+        if not ok:
+            log(f"failed: {name}: {detail}")
+    log(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
