@@ -132,13 +132,26 @@ class Server:
     def alive(self):
         return self.proc.poll() is None
 
-    def rss(self):
-        """VmRSS in bytes."""
+    def status(self, field):
+        """A size field of /proc/PID/status (VmRSS, VmHWM), in bytes."""
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-        raise RuntimeError(f"{self.label}: no VmRSS in /proc/{self.pid}/status")
+        raise RuntimeError(f"{self.label}: no {field} in /proc/{self.pid}/status")
+
+    def rss(self):
+        return self.status("VmRSS")
+
+    def reset_peak(self):
+        """Resets VmHWM to the current RSS (Linux 4.0+), so it catches a peak between samples.
+        Returns False where the kernel does not allow it; then only the samples count."""
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
 
     def cpu(self):
         """utime + stime of the whole process (all threads), in seconds."""

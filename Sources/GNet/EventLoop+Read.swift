@@ -26,6 +26,7 @@ extension EventLoop {
     /// before a reset is still the handler's.
     final func drainReads(_ c: Connection) {
         while c.state == .open && !c.inputClosed {
+            // A read error ends the draining; the caller closes with the socket's error.
             guard let n = try? Socket.read(c.fd, readBuffer.baseAddress!, readBuffer.count), n > 0 else { return }
             deliver(c, count: n)
         }

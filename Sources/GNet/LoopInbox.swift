@@ -91,6 +91,8 @@ final class LoopInbox: Sendable {
             return false
         }
         if !wakePending.exchange(true, ordering: .acquiringAndReleasing) {
+            // Fails only once the poller has closed, after the loop's tear-down took (and
+            // completed) every queued task, this one included.
             try? waker.wakeup()
         }
         return true
