@@ -140,6 +140,9 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise RuntimeError(f"{self.label}: no {field} in /proc/{self.pid}/status")
 
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
     def rss(self):
         return self.status("VmRSS")
 
@@ -277,6 +280,9 @@ def non_reader(server, kind):
     warm_up(server, kind)
     time.sleep(0.3)
     baseline = server.rss()
+    anon0, file0 = server.status("RssAnon"), server.status("RssFile")
+    fds = server.fd_count()
+    hwm = server.reset_peak()
     payload = attack_payload(kind)
     samples = [baseline]
 
@@ -296,21 +302,33 @@ def non_reader(server, kind):
     hold_cpu = (server.cpu() - hold_cpu0) / (time.monotonic() - hold_t0)
     attack_cpu = server.cpu() - cpu0
     peak = max(samples)
+    if hwm:  # the kernel's high-water mark since the reset: a peak between samples too
+        peak = max(peak, server.status("VmHWM"))
     reset(s)
 
-    # After the disconnect: poll until RSS is near the baseline, or the wait runs out.
-    after = server.rss()
+    # After the disconnect: wait until the server has closed the connection (its descriptor
+    # count is back to the baseline), then until RSS is near the baseline, or the wait runs out.
     deadline = time.monotonic() + RECOVER_WAIT_S
-    while after > baseline + RECOVER_SLACK and time.monotonic() < deadline:
+    while server.alive() and server.fd_count() > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    closed = server.alive() and server.fd_count() <= fds
+    time.sleep(0.1)
+    after = server.rss()
+    while server.alive() and after > baseline + RECOVER_SLACK and time.monotonic() < deadline:
         time.sleep(0.1)
         after = server.rss()
     if not server.alive():
         check(label, False, f"the server died during the attack (status {server.proc.poll()}){server.stderr_tail()}")
         return
-    log(f"      {label}: sent {mib(sent)} of {mib(ATTACK_BYTES)} in {took:.1f} s ({why}); "
-        f"RSS baseline {mib(baseline)}, peak {mib(peak)} (+{mib(peak - baseline)}), "
-        f"after disconnect {mib(after)} ({after - baseline:+,} bytes); "
+    log(f"      {label}: sent {sent:,} bytes ({mib(sent)}) of {mib(ATTACK_BYTES)} in {took:.1f} s ({why}); "
+        f"RSS baseline {mib(baseline)}, peak {mib(peak)} (+{mib(peak - baseline)}, "
+        f"{'VmHWM and ' if hwm else ''}{len(samples)} samples), "
+        f"after disconnect {mib(after)} ({after - baseline:+,} bytes: "
+        f"anonymous {server.status('RssAnon') - anon0:+,}, file-backed {server.status('RssFile') - file0:+,}); "
         f"server CPU {attack_cpu:.2f} s during the attack, {hold_cpu * 100:.1f}% of a core while held back")
+    check(f"{label}: connection closed", closed,
+          f"the server's descriptors are back to {fds}" if closed else
+          f"the server still has {server.fd_count()} descriptors (baseline {fds}) {RECOVER_WAIT_S:.0f} s after the client reset")
     check(f"{label}: RSS growth", peak - baseline <= RSS_GROWTH_LIMIT,
           f"peak {mib(peak)} is {mib(peak - baseline)} over the baseline {mib(baseline)} "
           f"(limit {mib(RSS_GROWTH_LIMIT)}); the client got {mib(sent)} out ({why})")
@@ -423,6 +441,7 @@ def half_closed_idle(server):
 
 
 def run(bin_dir, name, poller, scenarios):
+    """Starts one server, runs (label, function) scenarios against it in turn, stops it."""
     try:
         server = Server(bin_dir, name, poller)
     except (RuntimeError, OSError) as e:
@@ -430,14 +449,14 @@ def run(bin_dir, name, poller, scenarios):
         return
     log(f"----  {server.label}: pid {server.pid}, {server.ready_line}")
     try:
-        for scenario in scenarios:
+        for label, scenario in scenarios:
             if not server.alive():
-                check(f"{server.label}", False, f"exited with status {server.proc.poll()}{server.stderr_tail()}")
+                check(server.label, False, f"exited with status {server.proc.poll()}{server.stderr_tail()}")
                 break
             try:
                 scenario(server)
             except (OSError, RuntimeError) as e:
-                check(f"{scenario.__name__}, {server.label}", False, f"{type(e).__name__}: {e}")
+                check(f"{label}, {server.label}", False, f"{type(e).__name__}: {e}")
     finally:
         code = server.stop()
         if code != 0:
@@ -445,20 +464,21 @@ def run(bin_dir, name, poller, scenarios):
 
 
 def main():
-    bin_dir = sys.argv[1] if len(sys.argv) > 1 else ".build/debug"
-    if len(sys.argv) > 2 or bin_dir in ("-h", "--help"):
+    args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args) or len(args) > 1:
         print(__doc__)
         return 2
+    bin_dir = args[0] if args else ".build/debug"
     started = time.monotonic()
     run(bin_dir, "gnet-echo", None, [
-        lambda s: non_reader(s, "echo"),
-        slow_reader,
-        half_closed_idle,
+        ("(a) non-reader", lambda s: non_reader(s, "echo")),
+        ("(b) slow reader", slow_reader),
+        ("(c) half-closed non-reader", half_closed_idle),
     ])
     for poller in ("libevent", "dispatch"):
-        run(bin_dir, "gnet-echo", poller, [lambda s: non_reader(s, "echo")])
-    run(bin_dir, "gnet-http", None, [lambda s: non_reader(s, "http")])
-    run(bin_dir, "gnet-redis", None, [lambda s: non_reader(s, "redis")])
+        run(bin_dir, "gnet-echo", poller, [("(a) non-reader", lambda s: non_reader(s, "echo"))])
+    run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
+    run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
     passed = sum(1 for _, ok, _ in results if ok)
     failed = len(results) - passed
     log(f"(took {time.monotonic() - started:.0f} s)")

@@ -36,8 +36,7 @@ extension EventLoop {
             return n
         }
         let wasEmpty = c.outbound.isEmpty
-        let (n, turned) = try c.outbound.appendInPlace(reserving: capacity, high: options.outboundHighWatermark, body)
-        if turned { writabilityChanged(c) }
+        let (n, _) = try c.outbound.appendInPlace(reserving: capacity, high: options.outboundHighWatermark, body)
         if wasEmpty && n > 0 { flush(c) }
         return n
     }
@@ -58,9 +57,11 @@ extension EventLoop {
         }
     }
 
-    /// Adds to `c`'s queue, with write interest on and writability updated.
+    /// Adds to `c`'s queue, with write interest on. A writability flip is told to the handler
+    /// by `settle`, at the next point where no write is half done: the end of the callback, of
+    /// the handle's write, or of the writable event.
     final func queue(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
-        if c.outbound.append(bytes, high: options.outboundHighWatermark) { writabilityChanged(c) }
+        _ = c.outbound.append(bytes, high: options.outboundHighWatermark)
         if !c.interest.contains(.write) { updateInterest(c) }
     }
 
@@ -121,7 +122,7 @@ extension EventLoop {
             }
             if sent == 0 { break }
             progressed = true
-            if c.outbound.consume(sent, low: options.outboundLowWatermark) { writabilityChanged(c) }
+            _ = c.outbound.consume(sent, low: options.outboundLowWatermark)
         }
         if progressed && c.state == .draining { c.lastProgress = .now }
         return nil
@@ -138,11 +139,6 @@ extension EventLoop {
         case .lingering, .closed:
             break
         }
-    }
-
-    /// `c`'s writability flipped. Tell the handler now, or when the current callback returns.
-    final func writabilityChanged(_ c: Connection) {
-        if !c.inCallback && c.state == .open { settle(c) }
     }
 
     /// The cap on output handed over by other threads (`ConnectionHandle.write`): past it the

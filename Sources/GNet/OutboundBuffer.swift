@@ -10,7 +10,7 @@
 ///
 /// Between the two watermarks writability keeps its last value (hysteresis), so a connection
 /// hovering around one threshold does not flip on every write. `append` and `consume` report a
-/// flip; the loop turns it into `onWritabilityChanged` and read interest.
+/// flip; the loop's `settle` turns `isWritable` into `onWritabilityChanged` and read interest.
 ///
 /// Storage is the connection's `ByteQueue`: allocated on the first queued byte and released
 /// when the queue drains, so a connection that keeps up holds no output memory.
