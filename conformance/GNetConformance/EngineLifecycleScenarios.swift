@@ -1,0 +1,525 @@
+import GNet
+import Glibc
+import Poller
+
+/// Checks of the engine's own lifecycle on each backend: `onBoot` comes before any other
+/// callback, a stop asked for at any moment (during `start()` too) ends the engine, every
+/// `wait()` blocks until the end, `run() async` runs no thread besides the loops, and a failed
+/// `start()` leaves nothing behind.
+///
+/// Unlike `withEngine`, these scenarios never rescue an engine with a stop of their own unless
+/// it has already failed: an engine that should stop by itself must do so.
+enum EngineLifecycleScenarios {
+    static let all: [Scenario] = [
+        Scenario("engine.lifecycle.shutdown-from-first-onTick", .engine, run: shutdownFromFirstTick),
+        Scenario("engine.lifecycle.shutdown-from-first-onOpen", .engine, run: shutdownFromFirstOpen),
+        Scenario("engine.lifecycle.stop-at-any-moment-of-start", .engine, run: stopAtAnyMomentOfStart),
+        Scenario("engine.lifecycle.boot-comes-first", .engine, run: bootComesFirst),
+        Scenario("engine.lifecycle.shutdown-from-onBoot", .engine, run: shutdownFromBoot),
+        Scenario("engine.lifecycle.every-wait-blocks-until-stopped", .engine, run: everyWaitBlocks),
+        Scenario("engine.lifecycle.async-run-only-loop-threads", .engine, run: asyncRun),
+        Scenario("engine.lifecycle.failed-start-leaves-nothing", .engine, run: failedStart),
+    ]
+
+    // MARK: Stop during start
+
+    static func shutdownFromFirstTick(_ kind: PollerKind) async throws -> Trace? {
+        // The first loop's first tick asks for shutdown while the other loops may still be
+        // starting. Several rounds, since how far start() has got is up to the scheduler.
+        for round in 0..<5 {
+            let handler = LifecycleHandler(tick: { (.milliseconds(1), .shutdown) })
+            try await expectStopsByItself(kind, handler, "round \(round)") {
+                $0.loops = 4
+                $0.ticker = true
+            }
+            try expect(handler.counts.ticks >= 1, "round \(round): onTick never ran")
+        }
+        return nil
+    }
+
+    static func shutdownFromFirstOpen(_ kind: PollerKind) async throws -> Trace? {
+        // A client connects as soon as the socket listens; its onOpen asks for shutdown.
+        for round in 0..<5 {
+            let path = "/tmp/gnet-lifecycle-\(getpid())-\(round).sock"
+            unlink(path)
+            let handler = LifecycleHandler(open: { _ in .shutdown })
+            let connector = EagerConnector(path: path)
+            try await expectStopsByItself(kind, handler, "round \(round)", addresses: ["unix://" + path], beforeStart: {
+                connector.start()
+            }, afterStop: {
+                try connector.finish()
+            }) {
+                $0.loops = 4
+            }
+            try expect(handler.counts.opens >= 1, "round \(round): onOpen never ran")
+        }
+        return nil
+    }
+
+    static func stopAtAnyMomentOfStart(_ kind: PollerKind) async throws -> Trace? {
+        try await warmUpRuntime()
+        let baseline = Baseline()
+
+        // Before: start() refuses, wait() returns at once, nothing is opened.
+        do {
+            let handler = LifecycleHandler()
+            let engine = try makeEngine(kind, handler) { $0.loops = 2 }
+            engine.stop()
+            do {
+                try engine.start()
+                throw ConformanceFailure("start() after stop() succeeded")
+            } catch GNetError.engineState {}
+            try await expectWaitReturns(engine, "stop before start")
+            let c = handler.counts
+            try expect(c.boots == 0 && c.shutdowns == 0, "stop before start: \(c.boots) onBoot, \(c.shutdowns) onShutdown")
+            try baseline.check("stop before start")
+        }
+
+        // During, from another thread, at moments spread over start().
+        for round in 0..<24 {
+            let handler = LifecycleHandler()
+            let engine = try makeEngine(kind, handler) { $0.loops = 4 }
+            let go = Locked(false)
+            let done = Locked(false)
+            let delay = Duration.microseconds(round * 40)
+            Thread {
+                while !go.withLock({ $0 }) {}
+                let until = ContinuousClock.now + delay
+                while ContinuousClock.now < until {}
+                engine.stop()
+                done.withLock { $0 = true }
+            }.start()
+            go.withLock { $0 = true }
+            var started = true
+            do {
+                try engine.start()
+            } catch GNetError.engineState {
+                started = false
+            }
+            try await eventually("round \(round): the stopping thread") { done.withLock { $0 } }
+            try await expectWaitReturns(engine, "round \(round) (stop \(delay) into start)")
+            let c = handler.counts
+            try expect(c.shutdowns == (started ? 1 : 0) && c.boots == c.shutdowns,
+                       "round \(round): \(c.boots) onBoot and \(c.shutdowns) onShutdown (started: \(started))")
+            try expect(c.violations.isEmpty, "round \(round): \(c.violations.joined(separator: "; "))")
+            try baseline.check("round \(round)")
+        }
+
+        // From onBoot, twice, and .shutdown as well.
+        do {
+            let handler = LifecycleHandler(boot: { e in
+                e.stop()
+                e.stop()
+                return .shutdown
+            })
+            try await expectStopsByItself(kind, handler, "stop from onBoot") { $0.loops = 4 }
+        }
+
+        // After start, twice, from two threads at once.
+        do {
+            let handler = LifecycleHandler()
+            let engine = try makeEngine(kind, handler) { $0.loops = 4 }
+            try engine.start()
+            Thread { engine.stop() }.start()
+            engine.stop()
+            try await expectWaitReturns(engine, "stop twice after start")
+            try expect(handler.counts.shutdowns == 1, "stop twice after start: \(handler.counts.shutdowns) onShutdown")
+            try baseline.check("stop twice after start")
+        }
+        return nil
+    }
+
+    // MARK: Boot first
+
+    static func bootComesFirst(_ kind: PollerKind) async throws -> Trace? {
+        // onBoot connects a client and dawdles; neither that connection's onOpen nor a tick
+        // may run before it returns, and the bound address must be known inside it.
+        try await warmUpRuntime()
+        let baseline = Baseline()
+        let client = Locked<TestClient?>(nil)
+        let handler = LifecycleHandler(boot: { engine in
+            if let address = engine.addresses.first { client.withLock { $0 = try? TestClient(address) } }
+            usleep(150_000)
+            return .none
+        }, tick: { (.milliseconds(5), .none) })
+        let engine = try makeEngine(kind, handler) {
+            $0.loops = 2
+            $0.ticker = true
+        }
+        try engine.start()
+        do {
+            try await eventually("the client's onOpen and a tick") { handler.counts.opens == 1 && handler.counts.ticks >= 1 }
+        } catch {
+            engine.stop()
+            try? await expectWaitReturns(engine, "stop")
+            client.withLock { $0 = nil }
+            throw error
+        }
+        let bound = engine.addresses
+        engine.stop()
+        try await expectWaitReturns(engine, "stop")
+        client.withLock { $0 = nil }
+        let c = handler.counts
+        try expect(c.violations.isEmpty, c.violations.joined(separator: "; "))
+        try expect(!c.addressesAtBoot.isEmpty, "engine.addresses was empty during onBoot")
+        try expect(c.addressesAtBoot == bound, "engine.addresses was \(c.addressesAtBoot) during onBoot, \(bound) after")
+        try expect(c.shutdowns == 1 && c.opens == c.closes, "\(c.shutdowns) onShutdown, \(c.opens) onOpen, \(c.closes) onClose")
+        try baseline.check("boot first")
+        return nil
+    }
+
+    static func shutdownFromBoot(_ kind: PollerKind) async throws -> Trace? {
+        // onBoot connects a client, then returns .shutdown: the engine stops before any loop
+        // calls anything (no onOpen, no tick), and wait() still calls onShutdown once.
+        let client = Locked<TestClient?>(nil)
+        let handler = LifecycleHandler(boot: { engine in
+            if let address = engine.addresses.first { client.withLock { $0 = try? TestClient(address) } }
+            return .shutdown
+        }, tick: { (.milliseconds(1), .none) })
+        try await expectStopsByItself(kind, handler, "shutdown from onBoot", afterStop: {
+            client.withLock { $0 = nil }
+        }) {
+            $0.loops = 2
+            $0.ticker = true
+        }
+        let c = handler.counts
+        try expect(c.opens == 0 && c.ticks == 0, "after onBoot returned .shutdown: \(c.opens) onOpen, \(c.ticks) onTick")
+        return Trace(events: [.boot, .shutdown])
+    }
+
+    // MARK: Waiting
+
+    static func everyWaitBlocks(_ kind: PollerKind) async throws -> Trace? {
+        // Three threads wait at once. None may return while the engine runs; each returns
+        // after onShutdown, which runs once.
+        try await warmUpRuntime()
+        let baseline = Baseline()
+        let handler = LifecycleHandler()
+        let engine = try makeEngine(kind, handler) { $0.loops = 2 }
+        try engine.start()
+        let returns = Locked<[Int]>([]) // onShutdown calls seen by each waiter as it returned
+        for _ in 0..<3 {
+            Thread {
+                engine.wait()
+                let seen = handler.counts.shutdowns
+                returns.withLock { $0.append(seen) }
+            }.start()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let early = returns.withLock { $0.count }
+        engine.stop()
+        try await eventually("every waiter to return after stop()", timeout: .seconds(10)) { returns.withLock { $0.count } == 3 }
+        try expect(early == 0, "\(early) of 3 concurrent wait() calls returned while the engine was running")
+        let seen = returns.withLock { $0 }
+        try expect(seen.allSatisfy { $0 == 1 }, "onShutdown calls seen by the waiters as they returned: \(seen) (1 each expected)")
+        try await expectWaitReturns(engine, "a wait() after the end")
+        try expect(handler.counts.shutdowns == 1, "onShutdown ran \(handler.counts.shutdowns) times")
+        try baseline.check("concurrent waiters")
+        return nil
+    }
+
+    static func asyncRun(_ kind: PollerKind) async throws -> Trace? {
+        try await warmUpRuntime()
+        let baseline = Baseline()
+        for cancelAtOnce in [false, true] {
+            let what = cancelAtOnce ? "run() async cancelled at once" : "run() async"
+            let handler = LifecycleHandler()
+            let engine = try makeEngine(kind, handler) { $0.loops = 2 }
+            let outcome = Locked<Result<Void, any Error>?>(nil)
+            let task = Task {
+                let r: Result<Void, any Error>
+                do { try await engine.run(); r = .success(()) } catch { r = .failure(error) }
+                outcome.withLock { $0 = r }
+            }
+            if cancelAtOnce {
+                task.cancel()
+            } else {
+                try await eventually("\(what): onBoot") { handler.counts.bootReturned }
+                try await Task.sleep(for: .milliseconds(50))
+                let threads = engineThreads()
+                if threads != 2 {
+                    task.cancel()
+                    _ = try? await eventually("\(what) to end", timeout: .seconds(10)) { outcome.withLock { $0 } != nil }
+                    throw ConformanceFailure("\(what): \(threads) threads named gnet-* with 2 loops (only the loops expected)")
+                }
+                task.cancel()
+            }
+            try await eventually("\(what) to return after cancellation", timeout: .seconds(10)) { outcome.withLock { $0 } != nil }
+            try outcome.withLock { $0 }!.get()
+            try expect(engineThreads() == 0, "\(what): \(engineThreads()) gnet-* threads left after it returned")
+            let c = handler.counts
+            try expect(c.boots == 1 && c.shutdowns == 1, "\(what): \(c.boots) onBoot, \(c.shutdowns) onShutdown")
+            try baseline.check(what)
+        }
+        return nil
+    }
+
+    // MARK: Failed start
+
+    static func failedStart(_ kind: PollerKind) async throws -> Trace? {
+        try await warmUpRuntime()
+        let baseline = Baseline()
+
+        // The second address is taken: the first one's listeners (one per loop with reuseport)
+        // and every poller must be closed again.
+        let blocker = try BlockingListener()
+        let blocked = Baseline()
+        let handler = LifecycleHandler()
+        for reusePort in [false, true] {
+            let engine = try makeEngine(kind, handler, addresses: ["tcp://127.0.0.1:0", "tcp://127.0.0.1:\(blocker.port)"]) {
+                $0.loops = 2
+                $0.reusePort = reusePort
+            }
+            for attempt in 0..<2 {
+                let what = "reusePort \(reusePort), attempt \(attempt)"
+                do {
+                    try engine.start()
+                    engine.stop()
+                    try await expectWaitReturns(engine, what)
+                    throw ConformanceFailure("\(what): start() succeeded on an address in use")
+                } catch GNetError.addressInUse {}
+                try blocked.check(what)
+                try expect(!engine.isRunning && engine.addresses.isEmpty, "\(what): engine looks running after a failed start")
+            }
+        }
+        blocker.close()
+        try expect(handler.counts.boots == 0, "onBoot ran in a failed start")
+
+        // The third loop's thread cannot be created: the first two must not be left running,
+        // and the engine may be started again.
+        let engine = try makeEngine(kind, handler) { $0.loops = 3 }
+        engine.injectThreadStartFailure(loop: 2)
+        do {
+            try engine.start()
+            engine.stop()
+            try await expectWaitReturns(engine, "start with a failing thread")
+            throw ConformanceFailure("start() succeeded though a loop thread could not be created")
+        } catch let e as SystemError where e.errno == EAGAIN {}
+        do {
+            try baseline.check("after a loop thread failed to start")
+        } catch {
+            engine.stop()
+            try? await expectWaitReturns(engine, "cleanup")
+            throw error
+        }
+        try expect(handler.counts.boots == 0, "onBoot ran in a failed start")
+
+        try engine.start()
+        guard let address = engine.addresses.first else { throw ConformanceFailure("no bound address after restart") }
+        var client: TestClient? = try TestClient(address)
+        try await eventually("onOpen after the restart") { handler.counts.opens == 1 }
+        engine.stop()
+        try await expectWaitReturns(engine, "stop after restart")
+        client = nil
+        _ = client
+        let c = handler.counts
+        try expect(c.boots == 1 && c.shutdowns == 1 && c.closes == 1, "after the restart: \(c.boots) onBoot, \(c.shutdowns) onShutdown, \(c.closes) onClose")
+        try baseline.check("after the restarted engine stopped")
+        return nil
+    }
+
+    // MARK: Helpers
+
+    static func makeEngine(
+        _ kind: PollerKind, _ handler: LifecycleHandler, addresses: [String] = ["tcp://127.0.0.1:0"],
+        configure: (inout Options) -> Void
+    ) throws -> Engine {
+        var options = Options()
+        options.poller = kind
+        options.logger.logLevel = .critical
+        configure(&options)
+        return try Engine(handler: handler, addresses: addresses, options: options)
+    }
+
+    /// Starts an engine that must stop by itself (nothing here calls `stop()` unless it has
+    /// already failed), waits for it, and checks it left nothing and called onShutdown once.
+    static func expectStopsByItself(
+        _ kind: PollerKind, _ handler: LifecycleHandler, _ what: String,
+        addresses: [String] = ["tcp://127.0.0.1:0"],
+        beforeStart: () -> Void = {}, afterStop: () throws -> Void = {},
+        configure: (inout Options) -> Void
+    ) async throws {
+        try await warmUpRuntime()
+        let baseline = Baseline()
+        let engine = try makeEngine(kind, handler, addresses: addresses, configure: configure)
+        beforeStart()
+        try engine.start()
+        do {
+            try await expectWaitReturns(engine, "\(what): an engine asked to stop by its handler")
+        } catch {
+            try? afterStop()
+            throw error
+        }
+        try afterStop()
+        let c = handler.counts
+        try expect(c.violations.isEmpty, "\(what): \(c.violations.joined(separator: "; "))")
+        try expect(c.boots == 1 && c.shutdowns == 1, "\(what): \(c.boots) onBoot, \(c.shutdowns) onShutdown")
+        try expect(c.opens == c.closes, "\(what): \(c.opens) onOpen but \(c.closes) onClose")
+        try baseline.check(what)
+    }
+
+    /// `engine.wait()` must return within 10 s. If it does not, the engine is stopped from here
+    /// (so the run can go on) and the scenario fails.
+    static func expectWaitReturns(_ engine: Engine, _ what: String) async throws {
+        do {
+            try await onThread(timeout: .seconds(10), "wait()") { engine.wait() }
+        } catch {
+            engine.stop()
+            _ = try? await onThread(timeout: .seconds(10), "wait() after a rescuing stop()") { engine.wait() }
+            throw ConformanceFailure("\(what): wait() did not return within 10 s (the stop was lost)")
+        }
+    }
+}
+
+/// A handler that records the engine-level callbacks and flags connection and tick callbacks
+/// that run before `onBoot` has returned, and a second `onShutdown`.
+final class LifecycleHandler: EventHandler {
+    struct Counts: Sendable {
+        var boots = 0
+        var bootReturned = false
+        var addressesAtBoot: [SocketAddress] = []
+        var opens = 0
+        var closes = 0
+        var ticks = 0
+        var shutdowns = 0
+        var violations: [String] = []
+    }
+
+    private let boot: @Sendable (Engine) -> Action
+    private let open: @Sendable (Connection) -> Action
+    private let tick: @Sendable () -> (delay: Duration, action: Action)
+    private let state = Locked(Counts())
+
+    init(
+        boot: @escaping @Sendable (Engine) -> Action = { _ in .none },
+        open: @escaping @Sendable (Connection) -> Action = { _ in .none },
+        tick: @escaping @Sendable () -> (delay: Duration, action: Action) = { (.seconds(1), .none) }
+    ) {
+        self.boot = boot
+        self.open = open
+        self.tick = tick
+    }
+
+    var counts: Counts { state.withLock { $0 } }
+
+    func onBoot(_ engine: Engine) -> Action {
+        let addresses = engine.addresses
+        state.withLock { s in
+            s.boots += 1
+            s.addressesAtBoot = addresses
+        }
+        let action = boot(engine)
+        state.withLock { $0.bootReturned = true }
+        return action
+    }
+
+    func onOpen(_ c: Connection) -> (output: [UInt8]?, action: Action) {
+        state.withLock { s in
+            s.opens += 1
+            if !s.bootReturned { s.violations.append("onOpen before onBoot returned") }
+        }
+        return (nil, open(c))
+    }
+
+    func onClose(_ c: Connection, error: (any Error)?) -> Action {
+        state.withLock { $0.closes += 1 }
+        return .none
+    }
+
+    func onTick() -> (delay: Duration, action: Action) {
+        state.withLock { s in
+            s.ticks += 1
+            if !s.bootReturned { s.violations.append("onTick before onBoot returned") }
+        }
+        return tick()
+    }
+
+    func onShutdown(_ engine: Engine) {
+        state.withLock { s in
+            s.shutdowns += 1
+            if s.shutdowns > 1 { s.violations.append("onShutdown called \(s.shutdowns) times") }
+        }
+    }
+}
+
+/// Threads the engine named (`gnet-…`), not counting those that took the name of a process
+/// called `gnet-conformance` (a new thread starts with its creator's name).
+func engineThreads() -> Int { threadsNamed("gnet-") - threadsNamed("gnet-conforman") }
+
+/// The process's descriptors and loop threads at one moment, to check an engine left none.
+struct Baseline {
+    let count = openDescriptorCount()
+    let list = openDescriptors()
+    let loopThreads = threadsNamed("gnet-loop")
+
+    func check(_ what: String) throws {
+        let threads = threadsNamed("gnet-loop")
+        try expect(threads == loopThreads, "\(what): \(threads - loopThreads) loop threads left")
+        let now = openDescriptorCount()
+        if now != count {
+            let added = openDescriptors().filter { list[$0.key] != $0.value }.map { "\($0.key)→\($0.value)" }
+            throw ConformanceFailure("\(what): \(count) descriptors before, \(now) after; new: \(added.sorted().joined(separator: ", "))")
+        }
+    }
+}
+
+/// A plain listening socket on a free loopback port, without `SO_REUSEPORT`, to make a port
+/// "in use".
+final class BlockingListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        let any = SocketAddress(ipAddress: "127.0.0.1", port: 0)!
+        guard any.withUnsafeSockaddr({ bind(fd, $0, $1) }) == 0, listen(fd, 8) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw SystemError("bind/listen", errno: e)
+        }
+        self.fd = fd
+        var st = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &st) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = Int(UInt16(bigEndian: st.sin_port))
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// Connects to a Unix socket path the moment something listens there, from its own thread.
+final class EagerConnector: Sendable {
+    private let path: String
+    private let fd = Locked<Int32?>(nil)
+    private let stop = Locked(false)
+    private let finished = Locked(false)
+
+    init(path: String) { self.path = path }
+
+    func start() {
+        Thread { [self] in
+            let address = try! SocketAddress(unixPath: path)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !stop.withLock({ $0 }), ContinuousClock.now < deadline {
+                let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+                if s >= 0, address.withUnsafeSockaddr({ connect(s, $0, $1) }) == 0 {
+                    fd.withLock { $0 = s }
+                    break
+                }
+                if s >= 0 { Glibc.close(s) }
+                usleep(20)
+            }
+            finished.withLock { $0 = true }
+        }.start()
+    }
+
+    /// Stops trying, closes the connection, and throws if it never connected.
+    func finish() throws {
+        stop.withLock { $0 = true }
+        while !finished.withLock({ $0 }) { usleep(100) }
+        let s = fd.withLock { $0 }
+        if let s { Glibc.close(s) }
+        try expect(s != nil, "the client never connected to \(path)")
+    }
+}
