@@ -4,8 +4,8 @@ import Poller
 
 /// Checks of the engine's own lifecycle on each backend: `onBoot` comes before any other
 /// callback, a stop asked for at any moment (during `start()` too) ends the engine, every
-/// `wait()` blocks until the end, `run() async` runs no thread besides the loops, and a failed
-/// `start()` leaves nothing behind.
+/// `wait()` blocks until the end, `run() async` runs no thread besides the loops, a failed
+/// `start()` leaves nothing behind, and a taken port is reported as taken.
 ///
 /// Unlike `withEngine`, these scenarios never rescue an engine with a stop of their own unless
 /// it has already failed: an engine that should stop by itself must do so.
@@ -19,6 +19,7 @@ enum EngineLifecycleScenarios {
         Scenario("engine.lifecycle.every-wait-blocks-until-stopped", .engine, run: everyWaitBlocks),
         Scenario("engine.lifecycle.async-run-only-loop-threads", .engine, run: asyncRun),
         Scenario("engine.lifecycle.failed-start-leaves-nothing", .engine, run: failedStart),
+        Scenario("engine.lifecycle.second-server-on-same-port-fails", .engine, run: secondServerSamePort),
     ]
 
     // MARK: Stop during start
@@ -315,6 +316,64 @@ enum EngineLifecycleScenarios {
         let c = handler.counts
         try expect(c.boots == 1 && c.shutdowns == 1 && c.closes == 1, "after the restart: \(c.boots) onBoot, \(c.shutdowns) onShutdown, \(c.closes) onClose")
         try baseline.check("after the restarted engine stopped")
+        return nil
+    }
+
+    static func secondServerSamePort(_ kind: PollerKind) async throws -> Trace? {
+        // Default options, two loops each: the second server must not share the first's port.
+        try await warmUpRuntime()
+        let baseline = Baseline()
+        let first = LifecycleHandler()
+        let engine = try makeEngine(kind, first) { $0.loops = 2 }
+        try engine.start()
+        do {
+            guard let port = engine.addresses.first?.port else { throw ConformanceFailure("no bound port") }
+            // A new thread bears its name once it has run a little.
+            try await eventually("the first server's loop threads") { threadsNamed("gnet-loop") == 2 }
+            let running = Baseline()
+            let second = LifecycleHandler()
+            let other = try makeEngine(kind, second, addresses: ["tcp://127.0.0.1:\(port)"]) { $0.loops = 2 }
+            do {
+                try other.start()
+                other.stop()
+                try await expectWaitReturns(other, "second server")
+                throw ConformanceFailure("a second server with default options started on port \(port), which the first one serves")
+            } catch GNetError.addressInUse {}
+            try running.check("after the second server failed")
+            try expect(second.counts.boots == 0, "the second server's onBoot ran")
+            // The first still serves.
+            let client = try TestClient(engine.addresses[0])
+            try await eventually("the first server's onOpen") { first.counts.opens == 1 }
+            _ = client
+        } catch {
+            engine.stop()
+            try? await expectWaitReturns(engine, "cleanup")
+            throw error
+        }
+        engine.stop()
+        try await expectWaitReturns(engine, "first server")
+        try baseline.check("after both servers")
+
+        // Sharing a port is opt-in: with reusePort on both, the second one starts.
+        let sharing = [LifecycleHandler(), LifecycleHandler()]
+        let first2 = try makeEngine(kind, sharing[0]) {
+            $0.loops = 2
+            $0.reusePort = true
+        }
+        try first2.start()
+        let port = first2.addresses.first?.port ?? 0
+        let second2 = try makeEngine(kind, sharing[1], addresses: ["tcp://127.0.0.1:\(port)"]) {
+            $0.loops = 2
+            $0.reusePort = true
+        }
+        var failure: (any Error)? = nil
+        do { try second2.start() } catch { failure = error }
+        for e in [first2, second2] {
+            e.stop()
+            try await expectWaitReturns(e, "servers sharing a port")
+        }
+        if let failure { throw ConformanceFailure("with reusePort on both, the second server failed: \(failure)") }
+        try baseline.check("after two servers sharing a port")
         return nil
     }
 
