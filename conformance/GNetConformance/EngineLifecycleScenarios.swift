@@ -39,8 +39,9 @@ enum EngineLifecycleScenarios {
     }
 
     static func shutdownFromFirstOpen(_ kind: PollerKind) async throws -> Trace? {
-        // A client connects as soon as the socket listens; its onOpen asks for shutdown.
-        for round in 0..<5 {
+        // A client connects as soon as the socket listens; its onOpen asks for shutdown while
+        // the other loops may still be starting.
+        for round in 0..<10 {
             let path = "/tmp/gnet-lifecycle-\(getpid())-\(round).sock"
             unlink(path)
             let handler = LifecycleHandler(open: { _ in .shutdown })
@@ -50,7 +51,7 @@ enum EngineLifecycleScenarios {
             }, afterStop: {
                 try connector.finish()
             }) {
-                $0.loops = 4
+                $0.loops = 8
             }
             try expect(handler.counts.opens >= 1, "round \(round): onOpen never ran")
         }
@@ -170,10 +171,12 @@ enum EngineLifecycleScenarios {
     }
 
     static func shutdownFromBoot(_ kind: PollerKind) async throws -> Trace? {
-        // onBoot connects a client, then returns .shutdown: the engine stops before any loop
-        // calls anything (no onOpen, no tick), and wait() still calls onShutdown once.
+        // onBoot waits a little (time for a running loop to tick), connects a client, then
+        // returns .shutdown: the engine stops before any loop calls anything (no onOpen, no
+        // tick), and wait() still calls onShutdown once.
         let client = Locked<TestClient?>(nil)
         let handler = LifecycleHandler(boot: { engine in
+            usleep(20_000)
             if let address = engine.addresses.first { client.withLock { $0 = try? TestClient(address) } }
             return .shutdown
         }, tick: { (.milliseconds(1), .none) })
