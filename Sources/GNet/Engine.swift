@@ -270,7 +270,8 @@ public final class Engine: Sendable {
     }
 
     /// Blocks until the engine has stopped: every loop thread has ended and `onShutdown` has
-    /// returned. Returns at once if the engine was never started (or its start failed).
+    /// returned. Returns at once if the engine was never started (or its start failed); called
+    /// while `start()` runs, it first waits for that to end.
     ///
     /// Any number of threads may wait at once; one of them calls `onShutdown` (once), and each
     /// returns only after it has. Not from a handler, `onBoot` included (precondition).
