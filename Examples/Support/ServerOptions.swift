@@ -2,7 +2,7 @@ import ArgumentParser
 import GNet
 
 /// The command line every example server takes:
-/// `[--host 127.0.0.1] [--port N] [--loops N] [--poller NAME] [--verbose]`.
+/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
@@ -12,6 +12,13 @@ public struct ServerOptions: ParsableArguments {
 
     @Option(help: "Event loops (threads).")
     public var loops = 1
+
+    @Flag(help: """
+        With several loops, give each its own listener (SO_REUSEPORT) and let the kernel spread \
+        connections. Another server that sets it too may then share the port. Default: one \
+        acceptor balances connections over the loops.
+        """)
+    public var reusePort = false
 
     @Option(help: "Poller backend: \(PollerKind.validNames.joined(separator: ", ")). Default: the platform's.")
     public var poller: String?
@@ -32,6 +39,7 @@ public struct ServerOptions: ParsableArguments {
         do {
             var options = Options()
             options.loops = loops
+            options.reusePort = reusePort
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let address = ExampleServer.address(host: host, port: port ?? defaultPort)

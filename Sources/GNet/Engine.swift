@@ -18,17 +18,38 @@ import Synchronization
 /// ```
 ///
 /// ## Lifecycle
-/// `init` checks the options and addresses; `start()` binds, starts the loop threads and calls
-/// `onBoot`; `wait()` blocks until the engine has stopped and then calls `onShutdown`;
-/// `run()` is `start()` then `wait()`. An engine runs once.
+/// An engine runs once:
 ///
-/// Stopping (`stop()` from any thread, or `Action.shutdown` from a handler): listeners close,
-/// idle connections close at once, connections with queued output close when it is sent or
-/// when `Options.shutdownTimeout` passes; every connection gets its `onClose`; then every loop
-/// thread ends and `onShutdown` is called.
+/// ```
+///  init ──▶ start() ──────────────────────────────────▶ running ──▶ stop() ──▶ wait() ──▶ stopped
+///           binds, registers, makes the loop threads     loops      graceful     joins the
+///           (parked), then onBoot, then lets them run     serve                   threads, then
+///           │                                                                     onShutdown
+///           └─ throws: everything it opened is closed again; start() may be retried
+/// ```
+///
+/// - `init` checks the options and parses the addresses.
+/// - `start()` binds every address, makes the pollers and the loop threads, calls `onBoot`
+///   (with `addresses` known), and only then lets the loops run: no `onOpen`, `onTraffic` or
+///   `onTick` is called before `onBoot` has returned (connections that arrive meanwhile wait in
+///   the listen backlog). If it throws, it has closed every descriptor and ended every thread
+///   it made, and the engine is as before: `start()` may be called again (unless a `stop()`
+///   came meanwhile).
+/// - `stop()` (any thread, any moment) or `Action.shutdown` (a handler, `onBoot` included)
+///   stops gracefully: listeners close, idle connections close at once, connections with
+///   queued output close when it is sent or when `Options.shutdownTimeout` passes; every
+///   connection gets its `onClose`; then every loop thread ends. A stop asked for while
+///   `start()` runs takes effect as soon as the loops exist; one asked for before `start()`
+///   makes `start()` throw `GNetError.engineState`.
+/// - `wait()` blocks until every loop thread has ended and `onShutdown` has returned.
+///   `onShutdown` is called once, by one of the waiters; every other `wait()` returns after it.
+/// - `run()` is `start()` then `wait()`; `run() async` awaits the end instead of blocking.
 ///
 /// ## Threads
-/// Every method may be called from any thread.
+/// Every method may be called from any thread, except that `wait()` and `run()` must not be
+/// called from a handler (a loop thread, or `onBoot`): the engine cannot end while one of its
+/// own callbacks waits for it, so that is a precondition failure. The engine's threads are
+/// its loops, one each, named `gnet-loop-N`; it starts no other.
 public final class Engine: Sendable {
     let handler: any EventHandler
     let options: Options
@@ -37,15 +58,36 @@ public final class Engine: Sendable {
     /// The backend this engine runs on (after `GNET_POLLER` and `Options.poller`).
     public let poller: PollerKind
 
-    private enum Phase { case created, starting, running, stopping, stopped }
+    private enum Phase {
+        /// Not started, or a start failed (and may be tried again).
+        case created
+        /// `start()` is opening sockets, pollers and threads; nothing is published yet.
+        case starting
+        /// The loops exist, from `onBoot` on, until `onShutdown` has returned.
+        case started
+        /// `onShutdown` has returned, or a stop came before any start.
+        case stopped
+    }
+
     private struct State {
         var phase = Phase.created
+        var stopRequested = false
         var threads: [LoopThread] = []
         var inboxes: [LoopInbox] = []
         var bound: [SocketAddress] = []
-        var shutdownCalled = false
+        /// Loop threads that have not finished their loop yet.
+        var loopsRunning = 0
+        /// The waiter that has taken the threads to join and will call `onShutdown`.
+        var finisher: pthread_t? = nil
+        /// `run() async` callers waiting for the loops to end, and for `onShutdown`.
+        var loopsEndedWaiters: [CheckedContinuation<Void, Never>] = []
+        var stoppedWaiters: [CheckedContinuation<Void, Never>] = []
+        /// The thread calling `onBoot`, while it does.
+        var bootThread: pthread_t? = nil
+        /// Test hook (see `injectThreadStartFailure`).
+        var injectedThreadFailure: Int? = nil
     }
-    private let state = Locked(State())
+    private let state = Monitor(State())
 
     /// Checks `options` and parses `addresses`. Throws `GNetError` saying what to fix:
     /// an unparsable address, an invalid option, an unknown poller.
@@ -61,80 +103,130 @@ public final class Engine: Sendable {
     }
 
     /// Creates an engine serving `handler` on `addresses`, runs it until it stops, and returns.
+    /// Blocks the calling thread (see `run()`).
     public static func run(_ handler: any EventHandler, _ addresses: String..., options: Options = Options()) throws {
         try Engine(handler: handler, addresses: addresses, options: options).run()
     }
 
-    /// `start()`, then `wait()`.
+    /// `start()`, then `wait()`: blocks the calling thread until the engine has stopped and
+    /// `onShutdown` has returned. Not from a handler.
     public func run() throws {
         try start()
         wait()
     }
 
-    /// Runs the engine without blocking a thread of the caller's; cancelling the task stops it.
+    /// `start()`, then suspends (without blocking a thread) until the engine has stopped and
+    /// `onShutdown` has returned. Cancelling the task stops the engine gracefully; `run` then
+    /// returns normally once it has stopped. Throws only what `start()` throws.
     public func run() async throws {
         try start()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
-                let waiter = LoopThread()
-                do {
-                    try waiter.start(name: "gnet-wait") { self.wait(); k.resume() }
-                } catch {
-                    self.stop()
-                    self.wait()
-                    k.resume()
+                let ended = state.withLock { s -> Bool in
+                    if s.loopsRunning == 0 { return true }
+                    s.loopsEndedWaiters.append(k)
+                    return false
                 }
+                if ended { k.resume() }
             }
         } onCancel: {
             self.stop()
         }
+        // Every loop has ended, so joining their threads takes no longer than their return.
+        switch claimFinish() {
+        case .nothing:
+            return
+        case .finish(let threads):
+            finish(joining: threads)
+        case .follow:
+            await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
+                let stopped = state.withLock { s -> Bool in
+                    if s.phase == .stopped { return true }
+                    s.stoppedWaiters.append(k)
+                    return false
+                }
+                if stopped { k.resume() }
+            }
+        }
     }
 
-    /// Binds every address, starts the loops and calls `onBoot`. Returns once the engine
-    /// accepts connections. Throws (leaving nothing open) when an address is in use or a
-    /// poller cannot be made.
+    /// Binds every address, makes the pollers and loop threads, calls `onBoot` on the calling
+    /// thread, then lets the loops run. Returns once the engine accepts connections (or, if
+    /// `onBoot` returned `.shutdown`, once it is stopping).
+    ///
+    /// Throws `GNetError.addressInUse` (or another `GNetError`, `PollerError`, `SystemError`)
+    /// when an address cannot be bound or a poller or thread cannot be made; everything opened
+    /// so far is closed again and `start()` may be retried. Throws `GNetError.engineState`
+    /// when the engine was started or stopped before.
     public func start() throws {
-        try state.withLock { s in
+        try state.withLock { s throws(GNetError) in
             switch s.phase {
-            case .created: s.phase = .starting
-            case .stopped where s.threads.isEmpty && s.inboxes.isEmpty:
+            case .created:
+                s.phase = .starting
+            case .stopped where s.inboxes.isEmpty:
                 throw GNetError.engineState("the engine was stopped before it started; create a new Engine")
-            default:
+            case .starting, .started, .stopped:
                 throw GNetError.engineState("the engine has already been started; create a new Engine to run again")
             }
         }
+        // The loop threads wait at this gate until onBoot has returned: true runs the loops,
+        // false (a failed start) ends them without running.
+        let gate = Monitor<Bool?>(nil)
         var runners: [LoopRunner] = []
+        var threads: [LoopThread] = []
+        let bound: [SocketAddress]
         do {
             for i in 0..<options.loops { runners.append(try poller.makeLoop(index: i, engine: self)) }
-            let bound = try bindListeners(runners)
+            bound = try bindListeners(runners)
             let inboxes = runners.map(\.base.inbox)
             for r in runners {
                 r.base.peers = inboxes
                 try r.registerListeners()
             }
-            var threads: [LoopThread] = []
+            let failAt = state.withLock { s in
+                defer { s.injectedThreadFailure = nil }
+                return s.injectedThreadFailure
+            }
             for r in runners {
+                if r.base.index == failAt { throw SystemError("pthread_create", errno: EAGAIN) }
                 let t = LoopThread()
                 let run = r.run
-                try t.start(name: "gnet-loop-\(r.base.index)", run)
+                try t.start(name: "gnet-loop-\(r.base.index)") { [self] in
+                    guard gate.withLock(when: { $0 != nil }, { $0! }) else { return }
+                    run()
+                    loopEnded()
+                }
                 threads.append(t)
             }
-            state.withLock { s in
-                s.threads = threads
-                s.inboxes = inboxes
-                s.bound = bound
-                if s.phase == .starting { s.phase = .running }
-            }
         } catch {
-            for r in runners { r.base.closeListeners() }
-            state.withLock { $0.phase = .created }
+            gate.withLock { $0 = false }
+            for t in threads { t.join() }
+            for r in runners { r.discard() }
+            state.withLock { s in s.phase = s.stopRequested ? .stopped : .created }
             throw error
         }
+
+        // Nothing can fail from here on. Publish the loops; a stop() asked for while starting
+        // found none to tell, so tell them now (they read it before anything else).
+        let inboxes = runners.map(\.base.inbox)
+        let stopNow = state.withLock { s -> Bool in
+            s.phase = .started
+            s.threads = threads
+            s.inboxes = inboxes
+            s.bound = bound
+            s.loopsRunning = threads.count
+            s.bootThread = pthread_self()
+            return s.stopRequested
+        }
+        if stopNow { for inbox in inboxes { inbox.enqueue(.stop) } }
         options.logger.info("gnet engine started", metadata: [
             "poller": "\(poller.name)", "loops": "\(options.loops)",
-            "addresses": "\(addresses.map(\.description).joined(separator: " "))",
+            "addresses": "\(bound.map(\.description).joined(separator: " "))",
         ])
-        if handler.onBoot(self) == .shutdown { stop() }
+        let action = handler.onBoot(self)
+        state.withLock { $0.bootThread = nil }
+        if action == .shutdown { stop() }
+        gate.withLock { $0 = true }
     }
 
     /// Opens the listeners: one per loop with `SO_REUSEPORT`, or one on the first loop
@@ -159,41 +251,100 @@ public final class Engine: Sendable {
     }
 
     /// Stops the engine gracefully (see the type's notes). Returns at once; `wait()` tells when
-    /// it is done. Calling it again, or before `start()`, is harmless.
+    /// it is done. Any thread, any moment: during `start()` it takes effect as soon as the loops
+    /// exist; before `start()` it makes `start()` throw. Calling it again is harmless.
     public func stop() {
         let inboxes = state.withLock { s -> [LoopInbox] in
+            guard !s.stopRequested else { return [] }
+            s.stopRequested = true
             switch s.phase {
             case .created:
                 s.phase = .stopped
                 return []
-            case .starting, .running:
-                s.phase = .stopping
+            case .starting, .stopped:
+                return [] // start() tells the loops once they exist
+            case .started:
                 return s.inboxes
-            case .stopping, .stopped:
-                return []
             }
         }
         for inbox in inboxes { inbox.enqueue(.stop) }
     }
 
-    /// Blocks until every loop thread has ended, then calls `onShutdown` (once). Returns at
-    /// once if the engine was never started. Do not call it from a handler (a loop thread).
+    /// Blocks until the engine has stopped: every loop thread has ended and `onShutdown` has
+    /// returned. Returns at once if the engine was never started (or its start failed); called
+    /// while `start()` runs, it first waits for that to end.
+    ///
+    /// Any number of threads may wait at once; one of them calls `onShutdown` (once), and each
+    /// returns only after it has. Not from a handler, `onBoot` included (precondition).
     public func wait() {
-        let threads = state.withLock { s -> [LoopThread] in
-            defer { s.threads = [] }
-            return s.threads
+        switch claimFinish() {
+        case .nothing:
+            return
+        case .finish(let threads):
+            finish(joining: threads)
+        case .follow:
+            state.withLock(when: { $0.phase == .stopped }) { _ in }
         }
+    }
+
+    private enum WaitRole {
+        /// Never started, or already stopped.
+        case nothing
+        /// Join these threads, then call `onShutdown`.
+        case finish([LoopThread])
+        /// Another waiter is finishing: wait for it.
+        case follow
+    }
+
+    /// Decides what a waiter does, after any `start()` in progress has ended.
+    private func claimFinish() -> WaitRole {
+        state.withLock(when: { $0.phase != .starting }) { s -> WaitRole in
+            if let boot = s.bootThread, pthread_equal(boot, pthread_self()) != 0 {
+                preconditionFailure("Engine.wait() or run() called from onBoot: the engine cannot stop while onBoot waits for it")
+            }
+            if s.threads.contains(where: \.isCurrent) {
+                preconditionFailure("Engine.wait() or run() called from a handler: the engine cannot stop while its loop waits for it")
+            }
+            guard s.phase == .started else { return .nothing }
+            if let finisher = s.finisher {
+                if pthread_equal(finisher, pthread_self()) != 0 {
+                    preconditionFailure("Engine.wait() or run() called from onShutdown: it returns only after onShutdown")
+                }
+                return .follow
+            }
+            s.finisher = pthread_self()
+            return .finish(s.threads)
+        }
+    }
+
+    /// Joins the loop threads, calls `onShutdown`, and releases every other waiter.
+    private func finish(joining threads: [LoopThread]) {
         for t in threads { t.join() }
-        let callShutdown = state.withLock { s -> Bool in
-            guard !threads.isEmpty, !s.shutdownCalled else { return false }
-            s.shutdownCalled = true
+        handler.onShutdown(self)
+        options.logger.info("gnet engine stopped")
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.phase = .stopped
-            return true
+            s.threads = []
+            defer { s.stoppedWaiters = [] }
+            return s.stoppedWaiters
         }
-        if callShutdown {
-            handler.onShutdown(self)
-            options.logger.info("gnet engine stopped")
+        for k in waiters { k.resume() }
+    }
+
+    /// Called by each loop thread when its loop has ended.
+    private func loopEnded() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.loopsRunning -= 1
+            guard s.loopsRunning == 0 else { return [] }
+            defer { s.loopsEndedWaiters = [] }
+            return s.loopsEndedWaiters
         }
+        for k in waiters { k.resume() }
+    }
+
+    /// Test hook: the next `start()` fails as if the thread of loop `index` could not be created.
+    package func injectThreadStartFailure(loop index: Int) {
+        state.withLock { $0.injectedThreadFailure = index }
     }
 
     /// The bound address of each listen address, in order (with the real port where port 0
@@ -205,8 +356,8 @@ public final class Engine: Sendable {
         state.withLock { $0.inboxes }.reduce(0) { $0 + $1.connectionCount.load(ordering: .relaxed) }
     }
 
-    /// Whether the engine is running (started and not yet stopping).
-    public var isRunning: Bool { state.withLock { $0.phase == .running } }
+    /// Whether the engine is running: started (from `onBoot` on) and not asked to stop.
+    public var isRunning: Bool { state.withLock { $0.phase == .started && !$0.stopRequested } }
 
     /// The number of event loops.
     public var loopCount: Int { options.loops }

@@ -11,8 +11,10 @@
 /// `onOpen` once, then `onTraffic` any number of times, then `onClose` once; nothing after
 /// `onClose`, and the descriptor is closed only after `onClose` returns.
 public protocol EventHandler: Sendable {
-    /// The engine is listening and its loops run. Called once, on the thread that started it,
-    /// before any connection is opened. `.shutdown` stops at once.
+    /// The engine is listening (`engine.addresses` tells where) and its loops are ready; they
+    /// start serving when this returns, so no other callback runs before it (connections that
+    /// arrive meanwhile wait in the backlog). Called once, on the thread calling `start()`.
+    /// `.shutdown` stops the engine before it serves anything; `onShutdown` still follows.
     func onBoot(_ engine: Engine) -> Action
 
     /// A connection was accepted. Return bytes to send first (a greeting) and an action.

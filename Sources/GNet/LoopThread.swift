@@ -1,26 +1,34 @@
 import CGNetLinux
 import Glibc
+import Poller
 
-/// A loop with its concrete type erased behind the two things the engine does with it:
-/// register its listeners before start, and run it.
+/// A loop with its concrete type erased behind the three things the engine does with it:
+/// register its listeners before start, run it, or — when the start failed and it never ran —
+/// discard it.
 struct LoopRunner {
     let base: EventLoop
     let run: () -> Void
+    /// Closes what the loop opened (listeners, poller, waker) without running it. Only for a
+    /// loop whose thread never ran it, on the thread that made it.
+    let discard: () -> Void
 
     /// A loop on `poller`, whose concrete type `run` keeps for the hot path.
     init<P: Poller>(index: Int, engine: Engine, poller: P) throws {
         let loop = try EventLoop(index: index, engine: engine, poller: poller)
         base = loop
         run = { loop.run(poller) }
+        discard = {
+            loop.tearDown()
+            try? loop.poller.close() // nothing ran on it; a failure leaves nothing to clean
+        }
     }
 
     func registerListeners() throws { try base.registerListeners() }
 }
 
-import Poller
-
 /// A joinable POSIX thread, named for `top` and debuggers.
 final class LoopThread: @unchecked Sendable {
+    // Written by `start` before the thread is shared (the engine publishes it under a lock).
     private var thread = pthread_t()
     private var started = false
 
@@ -46,10 +54,65 @@ final class LoopThread: @unchecked Sendable {
         started = true
     }
 
+    /// Whether the caller is this thread. (Reads only `thread`, which `join` leaves alone, so
+    /// any thread may ask while another joins.)
+    var isCurrent: Bool { pthread_equal(thread, pthread_self()) != 0 }
+
     /// Waits for the thread to end. Call once, from one thread.
     func join() {
         guard started else { return }
         pthread_join(thread, nil)
         started = false
+    }
+}
+
+/// A value guarded by a pthread mutex, with a condition to wait until the value is as wanted.
+/// For the engine's lifecycle (start, stop, wait) and nothing on the hot path: every
+/// `withLock` wakes every waiter, which then re-checks its condition.
+///
+/// A pthread condition variable, like `Locked`'s mutex, is one ThreadSanitizer understands.
+final class Monitor<Value>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let changed: UnsafeMutablePointer<pthread_cond_t>
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        changed = .allocate(capacity: 1)
+        changed.initialize(to: pthread_cond_t())
+        let rc = pthread_mutex_init(mutex, nil) | pthread_cond_init(changed, nil)
+        precondition(rc == 0, "pthread_mutex_init/pthread_cond_init failed: \(rc)")
+    }
+
+    deinit {
+        pthread_cond_destroy(changed)
+        pthread_mutex_destroy(mutex)
+        changed.deinitialize(count: 1)
+        changed.deallocate()
+        mutex.deinitialize(count: 1)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with exclusive access to the value, then wakes the waiters.
+    func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer {
+            pthread_cond_broadcast(changed)
+            pthread_mutex_unlock(mutex)
+        }
+        return try body(&value)
+    }
+
+    /// Blocks until `ready` holds for the value, then runs `body` as `withLock` does.
+    func withLock<R>(when ready: (Value) -> Bool, _ body: (inout Value) -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer {
+            pthread_cond_broadcast(changed)
+            pthread_mutex_unlock(mutex)
+        }
+        while !ready(value) { pthread_cond_wait(changed, mutex) }
+        return body(&value)
     }
 }

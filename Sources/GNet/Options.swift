@@ -18,8 +18,12 @@ public struct Options: Sendable {
     public var loops: Int = 1
 
     /// With more than one loop, give every loop its own listener with `SO_REUSEPORT`, and let the
-    /// kernel spread connections. When false, one acceptor hands connections out by `loadBalancing`.
-    public var reusePort: Bool = true
+    /// kernel spread connections. Default false, as in gnet: one acceptor on the first loop hands
+    /// connections out by `loadBalancing`, and a second server on the same port fails to start
+    /// with `GNetError.addressInUse`. When true, any other process of the same user that also sets `SO_REUSEPORT`
+    /// (another instance with this option, for one) may bind the same port and silently take
+    /// part of its connections. Unix-socket addresses always use the shared acceptor.
+    public var reusePort: Bool = false
 
     /// How the shared acceptor picks a loop (see `reusePort`).
     public var loadBalancing: LoadBalancing = .roundRobin

@@ -35,8 +35,9 @@ public func expect(_ condition: Bool, _ message: @autoclosure () -> String) thro
 
 /// Every scenario, poller level first.
 public enum Scenarios {
-    public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + ServerMatrixScenarios.all
-        + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all + AcceptScenarios.all
+    public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + EngineLifecycleScenarios.all
+        + ServerMatrixScenarios.all + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
+        + AcceptScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }
