@@ -29,8 +29,10 @@ enum AcceptScenarios {
             var limit = rlimit()
             getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
             let saved = limit
-            let highest = openDescriptors().keys.max() ?? 0
-            limit.rlim_cur = rlim_t(highest + 1 + 2)
+            // Exactly two descriptor numbers stay free below the limit (holes count too).
+            let open = openDescriptors()
+            let free = (0...).lazy.filter { open[Int32($0)] == nil }.prefix(3)
+            limit.rlim_cur = rlim_t(Array(free)[2])
             guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
                 throw SystemError("setrlimit(RLIMIT_NOFILE)", errno: errno)
             }

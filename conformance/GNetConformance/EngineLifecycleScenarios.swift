@@ -391,6 +391,8 @@ enum EngineLifecycleScenarios {
         var options = Options()
         options.poller = kind
         options.logger.logLevel = .critical
+        // Clients here do not close: keep each stop's lingering close short.
+        options.lingerTimeout = .milliseconds(50)
         configure(&options)
         return try Engine(handler: handler, addresses: addresses, options: options)
     }

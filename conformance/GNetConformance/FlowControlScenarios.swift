@@ -128,16 +128,16 @@ enum FlowControlScenarios {
             $0.readBufferCapacity = 16 * 1024
             $0.socketReceiveBuffer = 32 * 1024
         }) { _, address in
-            let payload = patternBytes(4 << 20, seed: 5)
+            let payload = patternBytes(16 << 20, seed: 5)
             let client = try TestClient(address, timeout: .seconds(20))
             let sender = client.sendInBackground(payload)
             try await eventually("the server to buffer up to its inbound limit") { maxBuffered.get >= limit }
             try await Task.sleep(for: .milliseconds(100))
-            try expect(sender.get() == nil, "4 MiB went through although the handler consumed nothing")
+            try expect(sender.get() == nil, "16 MiB went through although the handler consumed nothing")
             try expect(maxBuffered.get <= limit + 16 * 1024, "the server buffered \(maxBuffered.get) bytes; the limit is \(limit) plus one read")
             consume.update { $0 = true }
             try await onThread("wake") { try wakeAndWait(handler.firstHandle) }
-            try await eventually("all 4 MiB to arrive", timeout: .seconds(20)) { received.get.count >= payload.count }
+            try await eventually("all 16 MiB to arrive", timeout: .seconds(20)) { received.get.count >= payload.count }
             try expect(received.get == payload, "the input differs from what was sent")
         }
         return nil
