@@ -36,8 +36,10 @@ import Synchronization
 ///   it made, and the engine is as before: `start()` may be called again (unless a `stop()`
 ///   came meanwhile).
 /// - `stop()` (any thread, any moment) or `Action.shutdown` (a handler, `onBoot` included)
-///   stops gracefully: listeners close, idle connections close at once, connections with
-///   queued output close when it is sent or when `Options.shutdownTimeout` passes; every
+///   stops gracefully: listeners close, and every connection closes as `close()` would (its
+///   queued output sent, its write side shut down, its peer's EOF awaited — see README
+///   "Closing"), all within `Options.shutdownTimeout`, after which what is left is aborted with
+///   a reset and `GNetError.shutdownTimeout`; every
 ///   connection gets its `onClose`; then every loop thread ends. A stop asked for while
 ///   `start()` runs takes effect as soon as the loops exist; one asked for before `start()`
 ///   makes `start()` throw `GNetError.engineState`.
