@@ -7,6 +7,11 @@ import Darwin
 #endif
 
 /// The outcome of a non-blocking system call: it finished, or it would have blocked.
+///
+/// These helpers are `@inlinable` so that each call site (the engine's reads and sends among
+/// them) gets them specialised and inlined: across modules, a generic function that is not
+/// inlinable runs unspecialised, through value witnesses, on every call.
+@frozen @usableFromInline
 package enum IOResult<T> {
     case done(T)
     case wouldBlock
@@ -14,7 +19,7 @@ package enum IOResult<T> {
 
 /// Calls `body` (a C call returning -1 and setting `errno` on failure), retrying on `EINTR`.
 /// Any other failure throws `SystemError(call(), errno)`. `call` is built only on failure.
-@inline(__always)
+@inlinable @inline(__always)
 package func sysCall<T: FixedWidthInteger>(
     _ call: @autoclosure () -> String, _ body: () -> T
 ) throws(SystemError) -> T {
@@ -28,7 +33,7 @@ package func sysCall<T: FixedWidthInteger>(
 }
 
 /// Like `sysCall`, but `EAGAIN`/`EWOULDBLOCK` becomes `.wouldBlock` instead of an error.
-@inline(__always)
+@inlinable @inline(__always)
 package func sysCallNonBlocking<T: FixedWidthInteger>(
     _ call: @autoclosure () -> String, _ body: () -> T
 ) throws(SystemError) -> IOResult<T> {
