@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "GNet", targets: ["GNet"]),
         .library(name: "Poller", targets: ["Poller"]),
+        .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -46,13 +47,15 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
             ]
         ),
+        // Frame codecs (line, delimiter, fixed-length, length-field) lending frames in place.
+        .target(name: "GNetCodec", dependencies: ["GNet"]),
         // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
         // the test targets and by the conformance suite (which the gnet-conformance tool runs
         // too, so this is a library target rather than a test target).
         .target(name: "TestSupport", dependencies: ["Poller"], path: "Tests/TestSupport"),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["GNet", "GNetCodec", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
@@ -100,6 +103,7 @@ let package = Package(
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
+        .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
             name: "ConformanceTests",
             dependencies: ["GNetConformance", "GNet"],
