@@ -88,8 +88,9 @@ public final class Connection {
         ConnectionHandle(inbox: loop.inbox, fd: fd, generation: generation)
     }
 
-    /// Whether the connection is open (false once closing or closed).
-    public var isOpen: Bool { state == .open }
+    /// Whether the connection is open: false once closing or closed, and as soon as `close()`
+    /// or `abort(_:)` is called inside a callback (the close itself happens when it returns).
+    public var isOpen: Bool { state == .open && pendingClose == nil }
 
     /// False while more than `Options.outboundHighWatermark` bytes of output are queued, until
     /// they drain to `outboundLowWatermark` (`onWritabilityChanged` tells of each flip). While
