@@ -17,7 +17,7 @@ extension Connection {
     /// ```swift
     /// try c.forEachFrame(using: &session.decoder) { frame in try c.writeFrame(frame, using: encoder) }
     /// ```
-    @discardableResult
+    @inlinable @discardableResult
     public func forEachFrame<D: FrameDecoder>(
         using decoder: inout D, _ body: (RawSpan) throws -> Void
     ) throws -> Int {
@@ -50,6 +50,7 @@ extension Connection {
     /// returns what `body` returned; nil (nothing lent, a partial frame left buffered) when no
     /// complete frame is buffered. Bytes the decoder discards are consumed either way.
     /// Errors as for `forEachFrame(using:_:)`.
+    @inlinable
     public func nextFrame<D: FrameDecoder, R>(
         using decoder: inout D, _ body: (RawSpan) throws -> R
     ) throws -> R? {
@@ -80,6 +81,7 @@ extension Connection {
     /// Copies out and consumes the first complete buffered frame; nil when none is complete.
     /// For handlers that want to keep frames (`while let frame = try c.nextFrame(using: &d) { … }`);
     /// it allocates an array per frame, which the lending forms do not.
+    @inlinable
     public func nextFrame<D: FrameDecoder>(using decoder: inout D) throws -> [UInt8]? {
         try nextFrame(using: &decoder) { (frame: RawSpan) in
             frame.withUnsafeBytes { Array($0) }
@@ -89,17 +91,20 @@ extension Connection {
     /// Writes `payload` as one frame, header (or delimiter) and payload rendered into one
     /// reservation of the output buffer: one copy, one write. Throws the encoder's
     /// `CodecError` before anything is written, or the connection's write errors.
+    @inlinable
     public func writeFrame<E: FrameEncoder>(_ payload: UnsafeRawBufferPointer, using encoder: E) throws {
         let length = try encoder.encodedLength(payloadCount: payload.count)
         try write(reservingCapacity: length) { try encoder.encode(payload, into: $0) }
     }
 
     /// Writes the bytes of a span (a frame lent by `forEachFrame`, say) as one frame.
+    @inlinable
     public func writeFrame<E: FrameEncoder>(_ payload: RawSpan, using encoder: E) throws {
         try payload.withUnsafeBytes { try writeFrame($0, using: encoder) }
     }
 
     /// Writes an array's (or any contiguous collection's) bytes as one frame.
+    @inlinable
     public func writeFrame<E: FrameEncoder, C: Collection>(_ payload: C, using encoder: E) throws
     where C.Element == UInt8 {
         if let done: Void = try payload.withContiguousStorageIfAvailable({
@@ -111,6 +116,7 @@ extension Connection {
     }
 
     /// Writes a string's UTF-8 bytes as one frame.
+    @inlinable
     public func writeFrame<E: FrameEncoder>(_ string: String, using encoder: E) throws {
         var s = string
         try s.withUTF8 { try writeFrame(UnsafeRawBufferPointer($0), using: encoder) }

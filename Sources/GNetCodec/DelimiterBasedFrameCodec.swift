@@ -60,11 +60,14 @@ public struct DelimiterBasedFrameCodec: FrameDecoder, FrameEncoder, Sendable {
         self.acceptsCRLF = true
     }
 
+    /// Forgets how far it searched and any frame being discarded.
     public mutating func reset() {
         searched = 0
         discarding = false
     }
 
+    /// A frame once its delimiter is buffered; throws `CodecError.frameTooLong` (`.fail`
+    /// policy) once more than `maxFrameLength` bytes came without one.
     public mutating func decode(_ input: RawSpan) throws -> DecodeStep {
         try input.withUnsafeBytes { try decode(raw: $0) }
     }
@@ -139,6 +142,7 @@ public struct DelimiterBasedFrameCodec: FrameDecoder, FrameEncoder, Sendable {
 
     // MARK: Encoding
 
+    /// The payload plus the delimiter; never throws.
     public func encodedLength(payloadCount: Int) throws -> Int {
         payloadCount + delimiter.count
     }
@@ -178,9 +182,14 @@ public struct LineBasedFrameCodec: FrameDecoder, FrameEncoder, Sendable {
     /// How many over-long lines were skipped (`.discard` policy).
     public var discardedFrames: Int { lines.discardedFrames }
 
+    /// A line once its `\n` is buffered; throws `CodecError.frameTooLong` (`.fail` policy)
+    /// once more than `maxFrameLength` bytes came without one.
     public mutating func decode(_ input: RawSpan) throws -> DecodeStep { try lines.decode(input) }
+    /// Forgets how far it searched and any line being discarded.
     public mutating func reset() { lines.reset() }
+    /// The payload plus `\n`; never throws.
     public func encodedLength(payloadCount: Int) throws -> Int { payloadCount + 1 }
+    /// Writes the payload then `\n` (not checked for newlines: one inside makes two lines).
     public func encode(_ payload: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
         try lines.encode(payload, into: output)
     }
