@@ -81,6 +81,7 @@ public enum CodecError: Error, Hashable, Sendable, CustomStringConvertible {
     /// not the fixed frame length), with the reason.
     case cannotEncode(payloadCount: Int, reason: String)
 
+    /// What was wrong and what to do, in one sentence.
     public var description: String {
         switch self {
         case .frameTooLong(let length?, let max):
