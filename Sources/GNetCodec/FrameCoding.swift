@@ -1,4 +1,6 @@
-/// The contracts every codec implements, and the errors they report.
+// The contracts every codec implements, and the errors they report.
+
+/// What a decoder found at the start of the buffered input.
 ///
 /// ```
 ///   connection input (contiguous, lent by the loop)
@@ -8,8 +10,6 @@
 ///   ^ 0       ^ range.lowerBound     ^ range.upperBound
 ///   |<----------------- consume ------------->|
 /// ```
-
-/// What a decoder found at the start of the buffered input.
 public enum DecodeStep: Hashable, Sendable {
     /// A complete frame: its bytes are `range` of the input (a header or delimiter may lie
     /// outside it), and the first `consume` bytes (at least `range.upperBound`, more than 0) are
