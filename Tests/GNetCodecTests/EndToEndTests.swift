@@ -1,6 +1,7 @@
 import GNet
 import GNetCodec
 import GNetConformance
+import Glibc
 import Testing
 
 /// A decoder kept per connection in `Connection.context`.
@@ -42,6 +43,25 @@ struct EndToEndTests {
             #expect(try client.receive(exactly: 8) == Array("cba\nfed\n".utf8))
             try client.send("i\n")
             #expect(try client.receive(exactly: 4) == Array("ihg\n".utf8))
+        }
+    }
+
+    /// Frames arriving one byte per read (a pause after each byte), the length field split
+    /// across reads, for each width: echoed whole.
+    @Test(arguments: [1, 2, 3, 4, 8])
+    func oneByteAtATime(width: Int) throws {
+        let codec = LengthFieldBasedFrameCodec(lengthFieldLength: width, byteOrder: width % 2 == 0 ? .bigEndian : .littleEndian)
+        try serving(Framed(codec: codec) { c, decoder in
+            try c.forEachFrame(using: &decoder) { frame in try c.writeFrame(frame, using: codec) }
+        }) { address in
+            let client = try TestClient(address)
+            var stream: [UInt8] = []
+            for payload in [Array("abc".utf8), [], Array("defgh".utf8)] { stream += try encoded(payload, codec) }
+            for byte in stream {
+                try client.send([byte])
+                usleep(300)
+            }
+            #expect(try client.receive(exactly: stream.count) == stream)
         }
     }
 
