@@ -165,6 +165,8 @@ final class EventLoop {
             beginStop()
         case .run(let body):
             body()
+        case .schedule(let task):
+            schedule(at: task.deadline, .user(task)) // dropped by `tearDown` if the loop ends first
         }
     }
 
@@ -208,11 +210,16 @@ final class EventLoop {
     /// True once a stop has closed every connection.
     final var finished: Bool { stopping && connectionCount == 0 }
 
-    /// Final cleanup on the loop thread: fail queued tasks, close what is left.
+    /// Final cleanup on the loop thread: close what is left, run the closures already accepted
+    /// (`EventLoopHandle.execute` promises that accepted work runs), fail every other queued
+    /// task, and drop scheduled closures still pending.
     final func tearDown() {
         closeListeners()
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
-        for task in inbox.close() { task.abandon() }
+        for task in inbox.close() {
+            if case .run(let body) = task { body() } else { task.abandon() }
+        }
+        timers.dropUserTasks()
     }
 
     // MARK: The loop
@@ -227,6 +234,8 @@ final class EventLoop {
     /// The loop: tasks, wait, events, timers — until a stop has closed every connection.
     /// `poller` is `self.poller` with its concrete type, so waits and dispatch are specialised.
     final func run<P: Poller>(_ poller: P) {
+        inbox.setLoopThread(true)
+        defer { inbox.setLoopThread(false) }
         while true {
             runTasks()
             if finished { break }

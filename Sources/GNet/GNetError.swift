@@ -19,6 +19,9 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case engineState(String)
     /// The connection was closed before the operation could be done.
     case connectionClosed
+    /// The loop had ended (its engine stopped) before it could take the work
+    /// (`EventLoopHandle.submit`).
+    case engineStopped
     /// The engine's shutdown deadline passed before this connection finished closing; queued
     /// output, if any, was abandoned with a reset.
     case shutdownTimeout
@@ -47,6 +50,8 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return s
         case .connectionClosed:
             return "the connection is closed"
+        case .engineStopped:
+            return "the event loop has ended because its engine stopped; it takes no more work"
         case .shutdownTimeout:
             return "the engine's shutdown deadline passed before the connection's output was flushed"
         case .closeTimeout(let unsent):

@@ -14,6 +14,8 @@ struct LoopTimer: Comparable {
         case lingerDeadline(Int32, UInt32)
         /// The engine's `shutdownTimeout`.
         case stopDeadline
+        /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
+        case user(ScheduledTask)
     }
     var deadline: ContinuousClock.Instant
     var sequence: Int
@@ -35,6 +37,12 @@ struct LoopTimers {
     }
 
     var next: ContinuousClock.Instant? { heap.min?.deadline }
+
+    /// Marks every scheduled closure still pending as dropped: the loop is ending.
+    mutating func dropUserTasks() {
+        for t in heap.unordered { if case .user(let task) = t.kind { task.finish(.dropped) } }
+        heap = Heap()
+    }
 
     /// Removes and returns the earliest timer due by `now`.
     mutating func popDue(_ now: ContinuousClock.Instant) -> LoopTimer? {
@@ -78,6 +86,8 @@ extension EventLoop {
                 if let c = liveConnection(fd, generation) { lingerDeadlinePassed(c) }
             case .stopDeadline:
                 stopDeadlinePassed()
+            case .user(let task):
+                task.fire()
             }
         }
     }
