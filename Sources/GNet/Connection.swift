@@ -58,6 +58,15 @@ public final class Connection {
     var trafficDeferred = false
     /// While draining: when output last made progress (the close deadline counts from here).
     var lastProgress = ContinuousClock.Instant.now
+    /// Idle timeouts (`EventLoop+Idle.swift`): the settings, when bytes were last read and
+    /// sent (the loop's clock, stored on every read and send: no timer work per message), and
+    /// the deadline of the connection's current idle timer.
+    var idleTimeoutSettings = IdleTimeouts()
+    var lastRead = ContinuousClock.Instant.now
+    var lastWrite = ContinuousClock.Instant.now
+    var idleTimerDue: ContinuousClock.Instant? = nil
+    /// The error `onClose` gets for an orderly close that has a reason (an idle timeout).
+    var closeReason: (any Error)? = nil
     /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 

@@ -52,6 +52,12 @@ final class EventLoop {
 
     private(set) var stopping = false
     var timers = LoopTimers()
+    /// The loop's clock for activity stamps, read once per iteration while `idleWatch` is on
+    /// (some connection here has had an idle timeout); stale otherwise, and then unused.
+    var clock = ContinuousClock.Instant.now
+    var idleWatch = false
+    /// `Options.idleTimeout` and its read and write variants.
+    let defaultIdleTimeouts: IdleTimeouts
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -61,6 +67,8 @@ final class EventLoop {
         self.options = engine.options
         self.logger = engine.options.logger
         self.poller = poller
+        self.defaultIdleTimeouts = IdleTimeouts(engine.options)
+        self.idleWatch = !defaultIdleTimeouts.isOff
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -123,6 +131,7 @@ final class EventLoop {
 
     final func runTasks() {
         guard inbox.hasPending else { return }
+        if idleWatch { clock = .now }
         inbox.drain(into: &taskBatch)
         while let task = taskBatch.popFirst() { run(task) }
     }
@@ -249,6 +258,7 @@ final class EventLoop {
                 beginStop()
                 break
             }
+            if idleWatch { clock = .now }
             runTimers()
         }
         tearDown()

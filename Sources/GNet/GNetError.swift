@@ -31,6 +31,10 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A write from another thread would have queued more than `Options.asyncWriteLimit`
     /// bytes: the write failed and the connection was aborted with a reset.
     case outboundLimitExceeded(limit: Int)
+    /// The connection was idle (no bytes of the kind said) for its idle timeout
+    /// (`Options.idleTimeout`, `Connection.setIdleTimeout` and their read and write variants),
+    /// and `onIdle` closed it (the default).
+    case idleTimeout(IdleKind)
     /// The connection was used against its rules (what was wrong is said).
     case misuse(String)
 
@@ -58,6 +62,8 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the peer read nothing for Options.closeTimeout while the connection was closing; aborted with \(unsent) bytes unsent (raise closeTimeout if peers stall for longer)"
         case .outboundLimitExceeded(let limit):
             return "writes from other threads would queue more than Options.asyncWriteLimit (\(limit) bytes) for a connection whose peer is not reading; the connection was aborted (watch ConnectionHandle completions, or raise the limit)"
+        case .idleTimeout(let kind):
+            return "the connection was closed by its \(kind) timeout (no bytes \(kind == .read ? "read" : kind == .write ? "sent" : "either way") for that long); raise or turn off the timeout, or handle onIdle"
         case .misuse(let what):
             return what
         }

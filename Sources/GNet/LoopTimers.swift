@@ -14,6 +14,8 @@ struct LoopTimer: Comparable {
         case lingerDeadline(Int32, UInt32)
         /// The engine's `shutdownTimeout`.
         case stopDeadline
+        /// A connection's idle timer (`EventLoop+Idle.swift`).
+        case idle(Int32, UInt32)
         /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
         case user(ScheduledTask)
     }
@@ -86,6 +88,8 @@ extension EventLoop {
                 if let c = liveConnection(fd, generation) { lingerDeadlinePassed(c) }
             case .stopDeadline:
                 stopDeadlinePassed()
+            case .idle(let fd, let generation):
+                if let c = liveConnection(fd, generation) { idleTimerFired(c, t.deadline) }
             case .user(let task):
                 task.fire()
             }

@@ -1,0 +1,161 @@
+/// Which silence an idle timeout measures.
+public enum IdleKind: Sendable, Hashable, CustomStringConvertible {
+    /// No bytes either way: nothing read from the peer and nothing sent to it
+    /// (`Options.idleTimeout`, `Connection.setIdleTimeout`).
+    case readWrite
+    /// Nothing read from the peer (`Options.readIdleTimeout`, `setReadIdleTimeout`).
+    case read
+    /// Nothing sent to the peer (`Options.writeIdleTimeout`, `setWriteIdleTimeout`).
+    case write
+
+    public var description: String {
+        switch self {
+        case .readWrite: return "idle"
+        case .read: return "read-idle"
+        case .write: return "write-idle"
+        }
+    }
+}
+
+/// A connection's idle timeouts (nil: off).
+struct IdleTimeouts: Equatable {
+    var readWrite: Duration? = nil
+    var read: Duration? = nil
+    var write: Duration? = nil
+
+    init(readWrite: Duration? = nil, read: Duration? = nil, write: Duration? = nil) {
+        self.readWrite = readWrite
+        self.read = read
+        self.write = write
+    }
+
+    init(_ options: Options) {
+        self.init(readWrite: options.idleTimeout, read: options.readIdleTimeout, write: options.writeIdleTimeout)
+    }
+
+    var isOff: Bool { readWrite == nil && read == nil && write == nil }
+}
+
+// MARK: - How idle timeouts work
+//
+// Resetting a timeout costs no timer operation: the read and write paths store the loop's
+// clock (`EventLoop.clock`, read once per loop iteration, and only once some connection on the
+// loop has a timeout) in `Connection.lastRead` / `lastWrite`. Each connection with a timeout
+// has one timer in the loop's heap, armed for the earliest instant at which one of its
+// timeouts could expire. When it fires it looks at the stamps: if there was activity since,
+// it re-arms for the new earliest instant (a busy connection costs one heap operation per
+// timeout period, none per message); otherwise `onIdle` is called. So a timeout fires on
+// time, not after a sweep period, and no timer is ever cancelled: a timer that is no longer
+// the connection's current one (`idleTimerDue`) is ignored when it fires.
+
+extension EventLoop {
+    /// Starts reading the clock every iteration: some connection now has an idle timeout.
+    final func watchIdleness() {
+        guard !idleWatch else { return }
+        idleWatch = true
+        clock = .now
+    }
+
+    /// Gives a new connection the engine-wide timeouts, before `onOpen` (which may override them).
+    final func startIdleTimers(_ c: Connection) {
+        guard !defaultIdleTimeouts.isOff else { return }
+        c.idleTimeoutSettings = defaultIdleTimeouts
+        let now = ContinuousClock.now // accepts are rare; the loop's clock may be a few events old
+        c.lastRead = now
+        c.lastWrite = now
+        armIdleTimer(c)
+    }
+
+    /// The earliest instant one of `c`'s timeouts can expire, with its kind; nil when none is set.
+    private final func nextIdleExpiry(_ c: Connection) -> (due: ContinuousClock.Instant, kind: IdleKind)? {
+        var best: (due: ContinuousClock.Instant, kind: IdleKind)? = nil
+        func consider(_ due: ContinuousClock.Instant, _ kind: IdleKind) {
+            if best == nil || due < best!.due { best = (due, kind) }
+        }
+        let t = c.idleTimeoutSettings
+        if let d = t.readWrite { consider(max(c.lastRead, c.lastWrite) + d, .readWrite) }
+        if let d = t.read { consider(c.lastRead + d, .read) }
+        if let d = t.write { consider(c.lastWrite + d, .write) }
+        return best
+    }
+
+    /// Makes sure a timer is armed no later than `c`'s next possible expiry.
+    final func armIdleTimer(_ c: Connection) {
+        guard c.state == .open, let (due, _) = nextIdleExpiry(c) else { return }
+        if let armed = c.idleTimerDue, armed <= due { return }
+        c.idleTimerDue = due
+        schedule(at: due, .idle(c.fd, c.generation))
+    }
+
+    /// `c`'s idle timer (armed for `deadline`) fired: re-arm if there was activity since, else
+    /// tell the handler, and close with `GNetError.idleTimeout` if it returns `.close`.
+    final func idleTimerFired(_ c: Connection, _ deadline: ContinuousClock.Instant) {
+        guard c.state == .open, c.idleTimerDue == deadline else { return } // superseded
+        c.idleTimerDue = nil
+        guard let (due, kind) = nextIdleExpiry(c) else { return } // timeouts turned off
+        let now = ContinuousClock.now
+        guard due <= now else {
+            armIdleTimer(c)
+            return
+        }
+        beginCallback(c)
+        let action = handler.onIdle(c, kind)
+        if action == .close && c.closeReason == nil { c.closeReason = GNetError.idleTimeout(kind) }
+        endCallback(c, action)
+        guard c.state == .open else { return }
+        // Kept open: the next `onIdle` of this kind comes after another full period.
+        switch kind {
+        case .readWrite: c.lastRead = max(c.lastRead, now); c.lastWrite = max(c.lastWrite, now)
+        case .read: c.lastRead = max(c.lastRead, now)
+        case .write: c.lastWrite = max(c.lastWrite, now)
+        }
+        armIdleTimer(c)
+    }
+}
+
+// MARK: - Per connection
+
+extension Connection {
+    /// Sets this connection's idle timeout: with no bytes read or sent for `timeout`, the
+    /// handler's `onIdle(_:_:)` is called with `.readWrite` (by default it closes the
+    /// connection, `onClose` getting `GNetError.idleTimeout(.readWrite)`). nil turns it off.
+    /// Overrides `Options.idleTimeout` for this connection. A connection that had no timeout
+    /// counts from now. Loop thread only, like every `Connection` method; throws
+    /// `GNetError.invalidOption` for a timeout that is not positive.
+    public func setIdleTimeout(_ timeout: Duration?) throws {
+        try setIdle(\.readWrite, timeout, "idleTimeout")
+    }
+
+    /// Sets this connection's read-idle timeout: nothing read from the peer for `timeout`
+    /// calls `onIdle(_:_:)` with `.read`. nil turns it off. Overrides `Options.readIdleTimeout`.
+    public func setReadIdleTimeout(_ timeout: Duration?) throws {
+        try setIdle(\.read, timeout, "readIdleTimeout")
+    }
+
+    /// Sets this connection's write-idle timeout: nothing sent to the peer for `timeout` calls
+    /// `onIdle(_:_:)` with `.write`. nil turns it off. Overrides `Options.writeIdleTimeout`.
+    public func setWriteIdleTimeout(_ timeout: Duration?) throws {
+        try setIdle(\.write, timeout, "writeIdleTimeout")
+    }
+
+    /// The idle timeouts in force for this connection: no bytes either way, nothing read,
+    /// nothing sent (nil: off).
+    public var idleTimeouts: (idle: Duration?, read: Duration?, write: Duration?) {
+        (idleTimeoutSettings.readWrite, idleTimeoutSettings.read, idleTimeoutSettings.write)
+    }
+
+    private func setIdle(_ which: WritableKeyPath<IdleTimeouts, Duration?>, _ timeout: Duration?, _ name: String) throws {
+        guard state != .closed else { throw GNetError.connectionClosed }
+        if let timeout, timeout <= .zero {
+            throw GNetError.invalidOption(name: name, reason: "must be positive (nil turns it off), got \(timeout)")
+        }
+        if timeout != nil { owner.watchIdleness() }
+        if idleTimeoutSettings.isOff {
+            let now = ContinuousClock.now
+            lastRead = now
+            lastWrite = now
+        }
+        idleTimeoutSettings[keyPath: which] = timeout
+        owner.armIdleTimer(self)
+    }
+}
