@@ -62,8 +62,9 @@ public final class Connection {
     /// sent (the loop's clock, stored on every read and send: no timer work per message), and
     /// the deadline of the connection's current idle timer.
     var idleTimeoutSettings = IdleTimeouts()
-    var lastRead = ContinuousClock.Instant.now
-    var lastWrite = ContinuousClock.Instant.now
+    /// (`Duration`s since the loop's `epoch`.)
+    @exclusivity(unchecked) var lastRead = Duration.zero
+    @exclusivity(unchecked) var lastWrite = Duration.zero
     var idleTimerDue: ContinuousClock.Instant? = nil
     /// The error `onClose` gets for an orderly close that has a reason (an idle timeout).
     var closeReason: (any Error)? = nil

@@ -53,23 +53,33 @@ extension EventLoop {
     final func watchIdleness() {
         guard !idleWatch else { return }
         idleWatch = true
-        clock = .now
+        readClock()
     }
+
+    /// Reads the loop's clock (`now`, `clock`).
+    final func readClock() {
+        now = .now
+        clock = now - epoch
+    }
+
+    /// The time since `epoch`, read now (not the loop's clock).
+    final var sinceEpoch: Duration { ContinuousClock.now - epoch }
 
     /// Gives a new connection the engine-wide timeouts, before `onOpen` (which may override them).
     final func startIdleTimers(_ c: Connection) {
         guard !defaultIdleTimeouts.isOff else { return }
         c.idleTimeoutSettings = defaultIdleTimeouts
-        let now = ContinuousClock.now // accepts are rare; the loop's clock may be a few events old
+        let now = sinceEpoch // accepts are rare; the loop's clock may be a few events old
         c.lastRead = now
         c.lastWrite = now
         armIdleTimer(c)
     }
 
     /// The earliest instant one of `c`'s timeouts can expire, with its kind; nil when none is set.
-    private final func nextIdleExpiry(_ c: Connection) -> (due: ContinuousClock.Instant, kind: IdleKind)? {
-        var best: (due: ContinuousClock.Instant, kind: IdleKind)? = nil
-        func consider(_ due: ContinuousClock.Instant, _ kind: IdleKind) {
+    /// (Since `epoch`.)
+    private final func nextIdleExpiry(_ c: Connection) -> (due: Duration, kind: IdleKind)? {
+        var best: (due: Duration, kind: IdleKind)? = nil
+        func consider(_ due: Duration, _ kind: IdleKind) {
             if best == nil || due < best!.due { best = (due, kind) }
         }
         let t = c.idleTimeoutSettings
@@ -81,7 +91,8 @@ extension EventLoop {
 
     /// Makes sure a timer is armed no later than `c`'s next possible expiry.
     final func armIdleTimer(_ c: Connection) {
-        guard c.state == .open, let (due, _) = nextIdleExpiry(c) else { return }
+        guard c.state == .open, let (since, _) = nextIdleExpiry(c) else { return }
+        let due = epoch + since
         if let armed = c.idleTimerDue, armed <= due { return }
         c.idleTimerDue = due
         schedule(at: due, .idle(c.fd, c.generation))
@@ -93,7 +104,7 @@ extension EventLoop {
         guard c.state == .open, c.idleTimerDue == deadline else { return } // superseded
         c.idleTimerDue = nil
         guard let (due, kind) = nextIdleExpiry(c) else { return } // timeouts turned off
-        let now = ContinuousClock.now
+        let now = sinceEpoch
         guard due <= now else {
             armIdleTimer(c)
             return
@@ -151,7 +162,7 @@ extension Connection {
         }
         if timeout != nil { owner.watchIdleness() }
         if idleTimeoutSettings.isOff {
-            let now = ContinuousClock.now
+            let now = owner.sinceEpoch
             lastRead = now
             lastWrite = now
         }

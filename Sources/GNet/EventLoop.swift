@@ -52,10 +52,16 @@ final class EventLoop {
 
     private(set) var stopping = false
     var timers = LoopTimers()
-    /// The loop's clock for activity stamps, read once per iteration while `idleWatch` is on
-    /// (some connection here has had an idle timeout); stale otherwise, and then unused.
-    var clock = ContinuousClock.Instant.now
-    var idleWatch = false
+    /// The loop's clock, read once per iteration while `idleWatch` is on (some connection here
+    /// has had an idle timeout); stale otherwise, and then unused: `now`, and the same as a
+    /// `Duration` since `epoch` in `clock`, which the read and send paths store as activity
+    /// stamps. A `Duration` because it is a frozen type: copying a `ContinuousClock.Instant`
+    /// goes through the Concurrency library's value witnesses. Loop thread only and never
+    /// accessed overlapping, so exempt from the runtime's dynamic exclusivity checks.
+    let epoch = ContinuousClock.Instant.now
+    @exclusivity(unchecked) var now = ContinuousClock.Instant.now
+    @exclusivity(unchecked) var clock = Duration.zero
+    @exclusivity(unchecked) var idleWatch = false
     /// `Options.idleTimeout` and its read and write variants.
     let defaultIdleTimeouts: IdleTimeouts
     private var taskBatch = Deque<LoopTask>()
@@ -131,7 +137,7 @@ final class EventLoop {
 
     final func runTasks() {
         guard inbox.hasPending else { return }
-        if idleWatch { clock = .now }
+        if idleWatch { readClock() }
         inbox.drain(into: &taskBatch)
         while let task = taskBatch.popFirst() { run(task) }
     }
@@ -245,6 +251,7 @@ final class EventLoop {
     final func run<P: Poller>(_ poller: P) {
         inbox.setLoopThread(true)
         defer { inbox.setLoopThread(false) }
+        if idleWatch { readClock() }
         while true {
             runTasks()
             if finished { break }
@@ -258,7 +265,7 @@ final class EventLoop {
                 beginStop()
                 break
             }
-            if idleWatch { clock = .now }
+            if idleWatch { readClock() }
             runTimers()
         }
         tearDown()

@@ -62,17 +62,24 @@ extension EventLoop {
         timers.insert(at: deadline, kind)
     }
 
-    /// The wait timeout: `.now` when work is queued, else until the next timer.
+    /// The wait timeout: `.now` when work is queued, else until the next timer. While idle
+    /// timeouts are watched, the loop's clock (read when the last wait returned, or when tasks
+    /// ran) stands for now: one clock read per iteration, at the cost of a wait longer by the
+    /// time the iteration took to process its events (the timers could not have run meanwhile
+    /// anyway).
     final func nextTimeout() -> PollTimeout {
         if inbox.hasPending { return .now }
         guard let next = timers.next else { return .block }
-        let d = next - .now
+        let d = next - (idleWatch ? now : .now)
         return d <= .zero ? .now : .after(d)
     }
 
+    /// Runs the timers that are due. One clock read: the loop's own when it has just been
+    /// read for idle timeouts.
     final func runTimers() {
-        guard let first = timers.next, first <= .now else { return }
-        let now = ContinuousClock.now
+        guard let first = timers.next else { return }
+        let now = idleWatch ? self.now : ContinuousClock.now
+        guard first <= now else { return }
         while let t = timers.popDue(now) {
             switch t.kind {
             case .tick:
