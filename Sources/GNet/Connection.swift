@@ -58,16 +58,13 @@ public final class Connection {
     var trafficDeferred = false
     /// While draining: when output last made progress (the close deadline counts from here).
     var lastProgress = ContinuousClock.Instant.now
-    /// Idle timeouts (`EventLoop+Idle.swift`): the settings, when bytes were last read and
-    /// sent (the loop's clock, stored on every read and send: no timer work per message), and
-    /// the deadline of the connection's current idle timer.
-    var idleTimeoutSettings = IdleTimeouts()
-    /// (`Duration`s since the loop's `epoch`.)
+    /// Idle timeouts (`EventLoop+Idle.swift`): when bytes were last read and sent (the loop's
+    /// clock as a `Duration` since its epoch, stored on every read and send: no timer work per
+    /// message), and, out of line so that a connection without a timeout stays small, the
+    /// settings and the current timer (allocated once, when the connection gets a timeout).
     @exclusivity(unchecked) var lastRead = Duration.zero
     @exclusivity(unchecked) var lastWrite = Duration.zero
-    var idleTimerDue: ContinuousClock.Instant? = nil
-    /// The error `onClose` gets for an orderly close that has a reason (an idle timeout).
-    var closeReason: (any Error)? = nil
+    var idle: IdleState? = nil
     /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 

@@ -17,6 +17,15 @@ public enum IdleKind: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// A connection's idle state, allocated when it first gets a timeout.
+final class IdleState {
+    var settings = IdleTimeouts()
+    /// The deadline of the connection's current idle timer (others are stale).
+    var timerDue: ContinuousClock.Instant? = nil
+    /// The error `onClose` gets when `onIdle` closed the connection.
+    var closeReason: (any Error)? = nil
+}
+
 /// A connection's idle timeouts (nil: off).
 struct IdleTimeouts: Equatable {
     var readWrite: Duration? = nil
@@ -46,7 +55,7 @@ struct IdleTimeouts: Equatable {
 // it re-arms for the new earliest instant (a busy connection costs one heap operation per
 // timeout period, none per message); otherwise `onIdle` is called. So a timeout fires on
 // time, not after a sweep period, and no timer is ever cancelled: a timer that is no longer
-// the connection's current one (`idleTimerDue`) is ignored when it fires.
+// the connection's current one (`IdleState.timerDue`) is ignored when it fires.
 
 extension EventLoop {
     /// Starts reading the clock every iteration: some connection now has an idle timeout.
@@ -68,7 +77,9 @@ extension EventLoop {
     /// Gives a new connection the engine-wide timeouts, before `onOpen` (which may override them).
     final func startIdleTimers(_ c: Connection) {
         guard !defaultIdleTimeouts.isOff else { return }
-        c.idleTimeoutSettings = defaultIdleTimeouts
+        let state = IdleState()
+        state.settings = defaultIdleTimeouts
+        c.idle = state
         let now = sinceEpoch // accepts are rare; the loop's clock may be a few events old
         c.lastRead = now
         c.lastWrite = now
@@ -82,7 +93,7 @@ extension EventLoop {
         func consider(_ due: Duration, _ kind: IdleKind) {
             if best == nil || due < best!.due { best = (due, kind) }
         }
-        let t = c.idleTimeoutSettings
+        guard let t = c.idle?.settings else { return nil }
         if let d = t.readWrite { consider(max(c.lastRead, c.lastWrite) + d, .readWrite) }
         if let d = t.read { consider(c.lastRead + d, .read) }
         if let d = t.write { consider(c.lastWrite + d, .write) }
@@ -91,18 +102,18 @@ extension EventLoop {
 
     /// Makes sure a timer is armed no later than `c`'s next possible expiry.
     final func armIdleTimer(_ c: Connection) {
-        guard c.state == .open, let (since, _) = nextIdleExpiry(c) else { return }
+        guard c.state == .open, let idle = c.idle, let (since, _) = nextIdleExpiry(c) else { return }
         let due = epoch + since
-        if let armed = c.idleTimerDue, armed <= due { return }
-        c.idleTimerDue = due
+        if let armed = idle.timerDue, armed <= due { return }
+        idle.timerDue = due
         schedule(at: due, .idle(c.fd, c.generation))
     }
 
     /// `c`'s idle timer (armed for `deadline`) fired: re-arm if there was activity since, else
     /// tell the handler, and close with `GNetError.idleTimeout` if it returns `.close`.
     final func idleTimerFired(_ c: Connection, _ deadline: ContinuousClock.Instant) {
-        guard c.state == .open, c.idleTimerDue == deadline else { return } // superseded
-        c.idleTimerDue = nil
+        guard c.state == .open, let idle = c.idle, idle.timerDue == deadline else { return } // superseded
+        idle.timerDue = nil
         guard let (due, kind) = nextIdleExpiry(c) else { return } // timeouts turned off
         let now = sinceEpoch
         guard due <= now else {
@@ -111,7 +122,7 @@ extension EventLoop {
         }
         beginCallback(c)
         let action = handler.onIdle(c, kind)
-        if action == .close && c.closeReason == nil { c.closeReason = GNetError.idleTimeout(kind) }
+        if action == .close && idle.closeReason == nil { idle.closeReason = GNetError.idleTimeout(kind) }
         endCallback(c, action)
         guard c.state == .open else { return }
         // Kept open: the next `onIdle` of this kind comes after another full period.
@@ -152,7 +163,8 @@ extension Connection {
     /// The idle timeouts in force for this connection: no bytes either way, nothing read,
     /// nothing sent (nil: off).
     public var idleTimeouts: (idle: Duration?, read: Duration?, write: Duration?) {
-        (idleTimeoutSettings.readWrite, idleTimeoutSettings.read, idleTimeoutSettings.write)
+        let s = idle?.settings ?? IdleTimeouts()
+        return (s.readWrite, s.read, s.write)
     }
 
     private func setIdle(_ which: WritableKeyPath<IdleTimeouts, Duration?>, _ timeout: Duration?, _ name: String) throws {
@@ -161,12 +173,18 @@ extension Connection {
             throw GNetError.invalidOption(name: name, reason: "must be positive (nil turns it off), got \(timeout)")
         }
         if timeout != nil { owner.watchIdleness() }
-        if idleTimeoutSettings.isOff {
+        let box: IdleState
+        if let idle { box = idle } else {
+            guard timeout != nil else { return } // turning off what was never on
+            box = IdleState()
+            idle = box
+        }
+        if box.settings.isOff {
             let now = owner.sinceEpoch
             lastRead = now
             lastWrite = now
         }
-        idleTimeoutSettings[keyPath: which] = timeout
+        box.settings[keyPath: which] = timeout
         owner.armIdleTimer(self)
     }
 }
