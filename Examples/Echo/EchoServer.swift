@@ -23,7 +23,8 @@ struct EchoCommand: ParsableCommand {
         abstract: "A TCP echo server on swift-gnet.",
         discussion: """
             Prints 'listening on tcp://HOST:PORT (poller=NAME, loops=N)' when ready and stops \
-            gracefully on SIGINT or SIGTERM. Default port 9000. \
+            gracefully on SIGINT or SIGTERM. Default port 9000. With --idle-timeout, a \
+            connection that neither sends nor receives for that long is closed. \
             The GNET_POLLER environment variable overrides --poller.
             """
     )

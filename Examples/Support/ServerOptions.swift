@@ -2,7 +2,7 @@ import ArgumentParser
 import GNet
 
 /// The command line every example server takes:
-/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--verbose]`.
+/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--idle-timeout SECONDS] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
@@ -23,10 +23,19 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Poller backend: \(PollerKind.validNames.joined(separator: ", ")). Default: the platform's.")
     public var poller: String?
 
+    @Option(help: "Close a connection that neither sends nor receives for this many seconds (fractions allowed). Default: never.")
+    public var idleTimeout: Double?
+
     @Flag(help: "Log engine events (boot, stop, trouble) to stderr.")
     public var verbose = false
 
     public init() {}
+
+    public func validate() throws {
+        if let t = idleTimeout, !(t > 0 && t <= 1e9) {
+            throw ValidationError("--idle-timeout must be a positive number of seconds (up to 1e9), got \(t)")
+        }
+    }
 
     /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`).
     /// An engine error (bad address, port in use, unknown poller, bad option) is printed as
@@ -40,6 +49,7 @@ public struct ServerOptions: ParsableArguments {
             var options = Options()
             options.loops = loops
             options.reusePort = reusePort
+            if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let address = ExampleServer.address(host: host, port: port ?? defaultPort)

@@ -156,6 +156,7 @@ extension EventLoop {
         }
         connections[slot] = c
         connectionCount += 1
+        startIdleTimers(c)
 
         beginCallback(c)
         let (output, action) = handler.onOpen(c)

@@ -23,7 +23,7 @@ public final class Connection {
     /// The socket descriptor. Valid until `onClose` returns.
     public let fd: Int32
     let generation: UInt32
-    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let owner: EventLoop
 
     /// Bytes the handler left unconsumed, kept across reads. Empty (and unallocated) while
     /// `lent` holds the input.
@@ -58,6 +58,13 @@ public final class Connection {
     var trafficDeferred = false
     /// While draining: when output last made progress (the close deadline counts from here).
     var lastProgress = ContinuousClock.Instant.now
+    /// Idle timeouts (`EventLoop+Idle.swift`): when bytes were last read and sent (the loop's
+    /// clock as a `Duration` since its epoch, stored on every read and send: no timer work per
+    /// message), and, out of line so that a connection without a timeout stays small, the
+    /// settings and the current timer (allocated once, when the connection gets a timeout).
+    @exclusivity(unchecked) var lastRead = Duration.zero
+    @exclusivity(unchecked) var lastWrite = Duration.zero
+    var idle: IdleState? = nil
     /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 
@@ -71,7 +78,7 @@ public final class Connection {
     init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?) {
         self.fd = fd
         self.generation = generation
-        self.loop = loop
+        self.owner = loop
         self.remoteAddress = remote
         self.listenerAddress = listener
     }
@@ -81,11 +88,15 @@ public final class Connection {
 
     /// The index of the loop that owns this connection (0 ..< `Options.loops`), for handlers
     /// that keep per-loop state in an array.
-    public var loopIndex: Int { loop.index }
+    public var loopIndex: Int { owner.index }
+
+    /// The loop that owns this connection, as a `Sendable` handle: run work on it now
+    /// (`execute`) or later (`schedule(after:_:)`), in order with this connection's callbacks.
+    public var loop: EventLoopHandle { EventLoopHandle(inbox: owner.inbox) }
 
     /// A `Sendable` handle for other threads: async writes, wake, close.
     public var handle: ConnectionHandle {
-        ConnectionHandle(inbox: loop.inbox, fd: fd, generation: generation)
+        ConnectionHandle(inbox: owner.inbox, fd: fd, generation: generation)
     }
 
     /// Whether the connection is open: false once closing or closed, and as soon as `close()`
@@ -103,7 +114,7 @@ public final class Connection {
     public func pauseReading() {
         guard !readingPaused else { return }
         readingPaused = true
-        loop.settle(self)
+        owner.settle(self)
     }
 
     /// Resumes reading after `pauseReading()`. Input that was left buffered is offered to
@@ -112,7 +123,7 @@ public final class Connection {
         guard readingPaused else { return }
         readingPaused = false
         trafficDeferred = trafficDeferred || inboundBuffered > 0
-        loop.settle(self)
+        owner.settle(self)
     }
 
     /// Whether reading was paused by `pauseReading()`.
@@ -189,7 +200,7 @@ public final class Connection {
 
     /// How many written bytes wait for the socket.
     public var outboundBuffered: Int {
-        outbound.count + (loop.corkOwner === self ? loop.cork.count : 0)
+        outbound.count + (owner.corkOwner === self ? owner.cork.count : 0)
     }
 
     /// Throws unless the connection can take a write now.
@@ -208,7 +219,7 @@ public final class Connection {
     /// `GNetError.misuse` inside a `write(reservingCapacity:)` closure.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         try checkWritable()
-        loop.write(self, bytes)
+        owner.write(self, bytes)
     }
 
     /// Sends the bytes of a span (for instance the input lent by `withInbound`).
@@ -242,13 +253,13 @@ public final class Connection {
         guard capacity > 0 else { return 0 }
         renderingInPlace = true
         defer { renderingInPlace = false }
-        return try loop.writeInPlace(self, capacity, body)
+        return try owner.writeInPlace(self, capacity, body)
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.
     public func writev(_ buffers: [[UInt8]]) throws {
         try checkWritable()
-        loop.writev(self, buffers)
+        owner.writev(self, buffers)
     }
 
     /// Tries to send queued output now rather than when the callback returns. Throws the
@@ -256,21 +267,21 @@ public final class Connection {
     public func flush() throws {
         guard state != .closed else { throw GNetError.connectionClosed }
         if renderingInPlace { throw Self.writeWhileRendering }
-        if let error = loop.flush(self) { throw error }
+        if let error = owner.flush(self) { throw error }
     }
 
     /// Closes the connection once what was written has been sent (`onClose` follows, with a nil
     /// error; see `Options.closeTimeout` for a peer that stops reading). Calling it again, or on
     /// a closed connection, does nothing.
     public func close() {
-        loop.requestClose(self, .orderly)
+        owner.requestClose(self, .orderly)
     }
 
     /// Closes the connection at once with a reset (`SO_LINGER` 0), dropping queued output; the
     /// peer sees `ECONNRESET`, never a clean end of a truncated stream. `onClose` gets `error`
     /// (`GNetError.connectionClosed` if nil).
     public func abort(_ error: (any Error)? = nil) {
-        loop.requestClose(self, .abandoned(error ?? GNetError.connectionClosed))
+        owner.requestClose(self, .abandoned(error ?? GNetError.connectionClosed))
     }
 }
 

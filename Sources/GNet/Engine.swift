@@ -361,6 +361,12 @@ public final class Engine: Sendable {
     /// Whether the engine is running: started (from `onBoot` on) and not asked to stop.
     public var isRunning: Bool { state.withLock { $0.phase == .started && !$0.stopRequested } }
 
+    /// A handle to each event loop, by index (`Connection.loopIndex`), to run work on them
+    /// (`EventLoopHandle.execute`, `schedule(after:_:)`). Empty before `start()` has made the
+    /// loops (it is filled in by the time `onBoot` runs); the handles stay valid after the
+    /// engine stops, refusing work.
+    public var loops: [EventLoopHandle] { state.withLock { $0.inboxes }.map { EventLoopHandle(inbox: $0) } }
+
     /// The number of event loops.
     public var loopCount: Int { options.loops }
 }

@@ -43,6 +43,15 @@ public protocol EventHandler: Sendable {
     /// closes it. Input already received was delivered first. Not called otherwise.
     func onInputClosed(_ connection: Connection) -> Action
 
+    /// The connection's idle timeout of `kind` expired: no bytes were read (`.read`), sent
+    /// (`.write`), or either (`.readWrite`) for that long (`Options.idleTimeout`,
+    /// `Connection.setIdleTimeout` and their variants). The default returns `.close`: the
+    /// connection closes the orderly way (queued output is sent first) and `onClose` gets
+    /// `GNetError.idleTimeout(kind)`. Write a goodbye here and return `.close` to have the
+    /// peer receive it before the EOF; return `.none` to keep the connection, and this is
+    /// called again after another full period of that silence. On the connection's loop thread.
+    func onIdle(_ connection: Connection, _ kind: IdleKind) -> Action
+
     /// With `Options.ticker`, called periodically on the first loop's thread. Return the delay
     /// until the next tick and an action (`.shutdown` stops the engine).
     func onTick() -> (delay: Duration, action: Action)
@@ -59,6 +68,7 @@ extension EventHandler {
     public func onClose(_ connection: Connection, error: (any Error)?) -> Action { .none }
     public func onWritabilityChanged(_ connection: Connection) -> Action { .none }
     public func onInputClosed(_ connection: Connection) -> Action { .none }
+    public func onIdle(_ connection: Connection, _ kind: IdleKind) -> Action { .close }
     public func onTick() -> (delay: Duration, action: Action) { (.seconds(1), .none) }
     public func onShutdown(_ engine: Engine) {}
 }

@@ -163,7 +163,7 @@ extension EventLoop {
         connectionCount -= 1
         inbox.connectionCount.subtract(1, ordering: .relaxed)
         c.inCallback = true
-        let action = handler.onClose(c, error: error)
+        let action = handler.onClose(c, error: error ?? c.idle?.closeReason)
         c.inCallback = false
         _ = closeDescriptor(c.fd)
         c.lent = UnsafeRawBufferPointer(start: nil, count: 0)

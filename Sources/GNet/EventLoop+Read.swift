@@ -49,6 +49,7 @@ extension EventLoop {
     @inline(__always)
     final func deliver(_ c: Connection, count: Int) {
         let fresh = UnsafeRawBufferPointer(start: readBuffer.baseAddress, count: count)
+        c.lastRead = clock
         if c.inbound.isEmpty {
             c.lent = fresh
         } else {

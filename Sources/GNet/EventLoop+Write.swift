@@ -52,6 +52,7 @@ extension EventLoop {
             fail(c, error)
             return
         }
+        if sent > 0 { c.lastWrite = clock }
         if sent < bytes.count {
             queue(c, UnsafeRawBufferPointer(rebasing: bytes[sent...]))
         }
@@ -90,6 +91,7 @@ extension EventLoop {
             fail(c, error)
             return
         }
+        if sent > 0 { c.lastWrite = clock }
         guard sent < total else { return }
         for b in buffers where !b.isEmpty {
             if sent >= b.count { sent -= b.count; continue }
@@ -124,7 +126,10 @@ extension EventLoop {
             progressed = true
             _ = c.outbound.consume(sent, low: options.outboundLowWatermark)
         }
-        if progressed && c.state == .draining { c.lastProgress = .now }
+        if progressed {
+            c.lastWrite = clock
+            if c.state == .draining { c.lastProgress = .now }
+        }
         return nil
     }
 

@@ -52,6 +52,18 @@ final class EventLoop {
 
     private(set) var stopping = false
     var timers = LoopTimers()
+    /// The loop's clock, read once per iteration while `idleWatch` is on (some connection here
+    /// has had an idle timeout); stale otherwise, and then unused: `now`, and the same as a
+    /// `Duration` since `epoch` in `clock`, which the read and send paths store as activity
+    /// stamps. A `Duration` because it is a frozen type: copying a `ContinuousClock.Instant`
+    /// goes through the Concurrency library's value witnesses. Loop thread only and never
+    /// accessed overlapping, so exempt from the runtime's dynamic exclusivity checks.
+    let epoch = ContinuousClock.Instant.now
+    @exclusivity(unchecked) var now = ContinuousClock.Instant.now
+    @exclusivity(unchecked) var clock = Duration.zero
+    @exclusivity(unchecked) var idleWatch = false
+    /// `Options.idleTimeout` and its read and write variants.
+    let defaultIdleTimeouts: IdleTimeouts
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -61,6 +73,8 @@ final class EventLoop {
         self.options = engine.options
         self.logger = engine.options.logger
         self.poller = poller
+        self.defaultIdleTimeouts = IdleTimeouts(engine.options)
+        self.idleWatch = !defaultIdleTimeouts.isOff
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -123,6 +137,7 @@ final class EventLoop {
 
     final func runTasks() {
         guard inbox.hasPending else { return }
+        if idleWatch { readClock() }
         inbox.drain(into: &taskBatch)
         while let task = taskBatch.popFirst() { run(task) }
     }
@@ -165,6 +180,8 @@ final class EventLoop {
             beginStop()
         case .run(let body):
             body()
+        case .schedule(let task):
+            schedule(at: task.deadline, .user(task)) // dropped by `tearDown` if the loop ends first
         }
     }
 
@@ -208,11 +225,16 @@ final class EventLoop {
     /// True once a stop has closed every connection.
     final var finished: Bool { stopping && connectionCount == 0 }
 
-    /// Final cleanup on the loop thread: fail queued tasks, close what is left.
+    /// Final cleanup on the loop thread: close what is left, run the closures already accepted
+    /// (`EventLoopHandle.execute` promises that accepted work runs), fail every other queued
+    /// task, and drop scheduled closures still pending.
     final func tearDown() {
         closeListeners()
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
-        for task in inbox.close() { task.abandon() }
+        for task in inbox.close() {
+            if case .run(let body) = task { body() } else { task.abandon() }
+        }
+        timers.dropUserTasks()
     }
 
     // MARK: The loop
@@ -227,6 +249,9 @@ final class EventLoop {
     /// The loop: tasks, wait, events, timers — until a stop has closed every connection.
     /// `poller` is `self.poller` with its concrete type, so waits and dispatch are specialised.
     final func run<P: Poller>(_ poller: P) {
+        inbox.setLoopThread(true)
+        defer { inbox.setLoopThread(false) }
+        if idleWatch { readClock() }
         while true {
             runTasks()
             if finished { break }
@@ -240,6 +265,7 @@ final class EventLoop {
                 beginStop()
                 break
             }
+            if idleWatch { readClock() }
             runTimers()
         }
         tearDown()

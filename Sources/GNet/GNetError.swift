@@ -19,6 +19,9 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case engineState(String)
     /// The connection was closed before the operation could be done.
     case connectionClosed
+    /// The loop had ended (its engine stopped) before it could take the work
+    /// (`EventLoopHandle.submit`).
+    case engineStopped
     /// The engine's shutdown deadline passed before this connection finished closing; queued
     /// output, if any, was abandoned with a reset.
     case shutdownTimeout
@@ -28,6 +31,10 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A write from another thread would have queued more than `Options.asyncWriteLimit`
     /// bytes: the write failed and the connection was aborted with a reset.
     case outboundLimitExceeded(limit: Int)
+    /// The connection was idle (no bytes of the kind said) for its idle timeout
+    /// (`Options.idleTimeout`, `Connection.setIdleTimeout` and their read and write variants),
+    /// and `onIdle` closed it (the default).
+    case idleTimeout(IdleKind)
     /// The connection was used against its rules (what was wrong is said).
     case misuse(String)
 
@@ -47,12 +54,16 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return s
         case .connectionClosed:
             return "the connection is closed"
+        case .engineStopped:
+            return "the event loop has ended because its engine stopped; it takes no more work"
         case .shutdownTimeout:
             return "the engine's shutdown deadline passed before the connection's output was flushed"
         case .closeTimeout(let unsent):
             return "the peer read nothing for Options.closeTimeout while the connection was closing; aborted with \(unsent) bytes unsent (raise closeTimeout if peers stall for longer)"
         case .outboundLimitExceeded(let limit):
             return "writes from other threads would queue more than Options.asyncWriteLimit (\(limit) bytes) for a connection whose peer is not reading; the connection was aborted (watch ConnectionHandle completions, or raise the limit)"
+        case .idleTimeout(let kind):
+            return "the connection was closed by its \(kind) timeout (no bytes \(kind == .read ? "read" : kind == .write ? "sent" : "either way") for that long); raise or turn off the timeout, or handle onIdle"
         case .misuse(let what):
             return what
         }

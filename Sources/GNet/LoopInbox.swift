@@ -1,4 +1,5 @@
 import DequeModule
+import Glibc
 import GNetLocks
 import Poller
 import Synchronization
@@ -17,8 +18,10 @@ enum LoopTask: Sendable {
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
     /// Stop: close listeners, flush and close connections, end the loop.
     case stop
-    /// Run a closure on the loop thread.
+    /// Run a closure on the loop thread (`EventLoopHandle.execute`, and the engine's own).
     case run(@Sendable () -> Void)
+    /// Arm a timer for a scheduled closure (`EventLoopHandle.schedule`).
+    case schedule(ScheduledTask)
 
     /// Fails the task's completion (or closes its socket) when the loop is gone.
     func abandon() {
@@ -27,6 +30,8 @@ enum LoopTask: Sendable {
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _):
             _ = closeDescriptor(fd)
+        case .schedule(let task):
+            task.finish(.dropped)
         case .abort, .stop, .run:
             break
         }
@@ -48,6 +53,8 @@ final class LoopInbox: Sendable {
     private let queuedWriteBytes = Atomic<Int>(0)
     /// `Options.asyncWriteLimit`.
     let asyncWriteLimit: Int
+    /// The loop's thread while it runs its loop, 0 otherwise (`pthread_t` is an integer on Linux).
+    private let loopThread = Atomic<UInt>(0)
 
     init(index: Int, waker: any PollerWaker, asyncWriteLimit: Int) {
         self.index = index
@@ -97,6 +104,14 @@ final class LoopInbox: Sendable {
         }
         return true
     }
+
+    /// Records (or, with false, forgets) the calling thread as the loop's. Loop thread only.
+    func setLoopThread(_ running: Bool) {
+        loopThread.store(running ? UInt(pthread_self()) : 0, ordering: .releasing)
+    }
+
+    /// Whether the caller is the loop's thread (one atomic load).
+    var isLoopThread: Bool { loopThread.load(ordering: .acquiring) == UInt(pthread_self()) }
 
     /// Whether tasks may be waiting (cheap; no lock).
     var hasPending: Bool { wakePending.load(ordering: .acquiring) }

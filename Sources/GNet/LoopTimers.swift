@@ -14,6 +14,10 @@ struct LoopTimer: Comparable {
         case lingerDeadline(Int32, UInt32)
         /// The engine's `shutdownTimeout`.
         case stopDeadline
+        /// A connection's idle timer (`EventLoop+Idle.swift`).
+        case idle(Int32, UInt32)
+        /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
+        case user(ScheduledTask)
     }
     var deadline: ContinuousClock.Instant
     var sequence: Int
@@ -36,6 +40,12 @@ struct LoopTimers {
 
     var next: ContinuousClock.Instant? { heap.min?.deadline }
 
+    /// Marks every scheduled closure still pending as dropped: the loop is ending.
+    mutating func dropUserTasks() {
+        for t in heap.unordered { if case .user(let task) = t.kind { task.finish(.dropped) } }
+        heap = Heap()
+    }
+
     /// Removes and returns the earliest timer due by `now`.
     mutating func popDue(_ now: ContinuousClock.Instant) -> LoopTimer? {
         guard let t = heap.min, t.deadline <= now else { return nil }
@@ -52,17 +62,24 @@ extension EventLoop {
         timers.insert(at: deadline, kind)
     }
 
-    /// The wait timeout: `.now` when work is queued, else until the next timer.
+    /// The wait timeout: `.now` when work is queued, else until the next timer. While idle
+    /// timeouts are watched, the loop's clock (read when the last wait returned, or when tasks
+    /// ran) stands for now: one clock read per iteration, at the cost of a wait longer by the
+    /// time the iteration took to process its events (the timers could not have run meanwhile
+    /// anyway).
     final func nextTimeout() -> PollTimeout {
         if inbox.hasPending { return .now }
         guard let next = timers.next else { return .block }
-        let d = next - .now
+        let d = next - (idleWatch ? now : .now)
         return d <= .zero ? .now : .after(d)
     }
 
+    /// Runs the timers that are due. One clock read: the loop's own when it has just been
+    /// read for idle timeouts.
     final func runTimers() {
-        guard let first = timers.next, first <= .now else { return }
-        let now = ContinuousClock.now
+        guard let first = timers.next else { return }
+        let now = idleWatch ? self.now : ContinuousClock.now
+        guard first <= now else { return }
         while let t = timers.popDue(now) {
             switch t.kind {
             case .tick:
@@ -78,6 +95,10 @@ extension EventLoop {
                 if let c = liveConnection(fd, generation) { lingerDeadlinePassed(c) }
             case .stopDeadline:
                 stopDeadlinePassed()
+            case .idle(let fd, let generation):
+                if let c = liveConnection(fd, generation) { idleTimerFired(c, t.deadline) }
+            case .user(let task):
+                task.fire()
             }
         }
     }

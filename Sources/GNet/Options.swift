@@ -83,6 +83,21 @@ public struct Options: Sendable {
     /// once queued output is sent.
     public var allowHalfClosure: Bool = false
 
+    // MARK: Idle timeouts
+
+    /// Close a connection on which no bytes were read or sent for this long: `onIdle` is
+    /// called with `.readWrite` first (its default closes; `onClose` then gets
+    /// `GNetError.idleTimeout(.readWrite)`). Checked on time by one timer per connection, reset
+    /// by a stamp on each read and send. `Connection.setIdleTimeout` overrides it per
+    /// connection. Default nil: off.
+    public var idleTimeout: Duration? = nil
+
+    /// As `idleTimeout`, counting only bytes read from the peer (`IdleKind.read`). Default nil.
+    public var readIdleTimeout: Duration? = nil
+
+    /// As `idleTimeout`, counting only bytes sent to the peer (`IdleKind.write`). Default nil.
+    public var writeIdleTimeout: Duration? = nil
+
     // MARK: Closing and stopping
 
     /// How long a closing connection may go without any progress in sending its queued output
@@ -151,6 +166,11 @@ public struct Options: Sendable {
         }
         if asyncWriteLimit < 1 {
             throw .invalidOption(name: "asyncWriteLimit", reason: "must be at least 1 byte, got \(asyncWriteLimit)")
+        }
+        for (name, value) in [("idleTimeout", idleTimeout), ("readIdleTimeout", readIdleTimeout), ("writeIdleTimeout", writeIdleTimeout)] {
+            if let d = value, d <= .zero {
+                throw .invalidOption(name: name, reason: "must be positive (nil turns it off), got \(d)")
+            }
         }
         if lingerTimeout < .zero {
             throw .invalidOption(name: "lingerTimeout", reason: "must not be negative, got \(lingerTimeout)")

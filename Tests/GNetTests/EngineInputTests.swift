@@ -51,6 +51,9 @@ struct EngineInputTests {
         BadSetting("socketReceiveBuffer", "Int32.max + 1") { $0.socketReceiveBuffer = Int(Int32.max) + 1 },
         BadSetting("socketSendBuffer", "Int32.max + 1") { $0.socketSendBuffer = Int(Int32.max) + 1 },
         BadSetting("socketSendBuffer", "0") { $0.socketSendBuffer = 0 },
+        BadSetting("idleTimeout", "0") { $0.idleTimeout = .zero },
+        BadSetting("readIdleTimeout", "-1 s") { $0.readIdleTimeout = .seconds(-1) },
+        BadSetting("writeIdleTimeout", "0") { $0.writeIdleTimeout = .zero },
     ])
     func beyondKernelLimits(_ bad: BadSetting) {
         #expect(rejectedOption(bad.options) == bad.option)

@@ -37,7 +37,7 @@ public func expect(_ condition: Bool, _ message: @autoclosure () -> String) thro
 public enum Scenarios {
     public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + EngineLifecycleScenarios.all
         + ServerMatrixScenarios.all + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
-        + AcceptScenarios.all + CodecScenarios.all
+        + AcceptScenarios.all + CodecScenarios.all + LoopScenarios.all + IdleScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }

@@ -48,6 +48,7 @@ public final class ScriptedHandler: EventHandler {
     private let closeBody: (@Sendable (Connection, Int, (any Error)?) -> Void)?
     private let writabilityBody: TrafficBody?
     private let inputClosedBody: TrafficBody?
+    private let idleBody: (@Sendable (Connection, Int, IdleKind) -> Action)?
 
     private struct State {
         var trace = Trace()
@@ -68,8 +69,10 @@ public final class ScriptedHandler: EventHandler {
         onTraffic: @escaping TrafficBody = { _, _ in .none },
         onClose: (@Sendable (Connection, Int, (any Error)?) -> Void)? = nil,
         onWritabilityChanged: TrafficBody? = nil,
-        onInputClosed: TrafficBody? = nil
+        onInputClosed: TrafficBody? = nil,
+        onIdle: (@Sendable (Connection, Int, IdleKind) -> Action)? = nil
     ) {
+        idleBody = onIdle
         openBody = onOpen
         trafficBody = onTraffic
         closeBody = onClose
@@ -134,6 +137,12 @@ public final class ScriptedHandler: EventHandler {
     public func onInputClosed(_ c: Connection) -> Action {
         let id = liveID(c, "onInputClosed")
         return inputClosedBody?(c, id) ?? .none
+    }
+
+    /// Without an `onIdle` body, the protocol's default: close.
+    public func onIdle(_ c: Connection, _ kind: IdleKind) -> Action {
+        let id = liveID(c, "onIdle")
+        return idleBody?(c, id, kind) ?? .close
     }
 
     /// The id of an open connection; records a violation for one without `onOpen` or closed.
