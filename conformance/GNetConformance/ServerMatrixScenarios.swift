@@ -20,6 +20,13 @@ enum ServerMatrixScenarios {
                 })
             }
         }
+        // With reusePort each loop has a listener of its own and the kernel spreads connections
+        // (the default, reusePort off, makes the 2-loop rows above use the shared acceptor).
+        for mode in WriteMode.allCases {
+            list.append(Scenario("matrix.\(mode.rawValue)-write.2-loops-reuseport", .engine) { kind in
+                try await echoMatrix(kind, mode: mode, loops: 2, configure: { $0.reusePort = true })
+            })
+        }
         for balancing in LoadBalancing.allCases {
             list.append(Scenario("matrix.acceptor-\(balancing.rawValue)", .engine) { kind in
                 try await echoMatrix(kind, mode: .sync, loops: 2, configure: {
