@@ -63,7 +63,8 @@ public final class WorkerPool: Sendable {
         /// Fail at once with `WorkerPoolError.queueFull(capacity:)`.
         case fail
         /// Wait for room (or for shutdown, then fail with `.shutDown`) — except on an event
-        /// loop, which fails with `.wouldBlockEventLoop` rather than block.
+        /// loop, which fails with `.wouldBlockEventLoop` rather than block. A job that submits
+        /// to its own pool in this mode can deadlock once every worker does; jobs should not.
         case wait
     }
 

@@ -14,6 +14,7 @@ final class LookupHandler: EventHandler {
     let results = Locked<[String]>([])
     let offLoop = Counter()
     let closed = Counter()
+    let refusals = Locked<[WorkerPoolError]>([])
     init(pool: WorkerPool, gate: Gate? = nil) { self.pool = pool; self.gate = gate }
 
     func onTraffic(_ c: Connection) -> Action {
@@ -35,6 +36,7 @@ final class LookupHandler: EventHandler {
                 }
             })
         } catch {
+            refusals.withLock { $0.append(error) }
             c.abort(error)
         }
         return .none
@@ -82,6 +84,24 @@ struct WorkerPoolEngineTests {
         pool.shutdown()
         #expect(handler.results.withLock { $0 } == ["\(GNetError.connectionClosed)"])
         #expect(handler.offLoop.count == 0)
+    }
+
+    @Test(arguments: [WorkerPool.WhenFull.fail, .wait])
+    func submitForAConnectionNeverWaits(whenFull: WorkerPool.WhenFull) throws {
+        let pool = WorkerPool(threads: 1, queueCapacity: 1, whenFull: whenFull, name: "wp-forfull")
+        let gate = Gate(), started = Counter()
+        try holdWorker(pool, at: gate, started: started)
+        try pool.submit {}
+        let handler = LookupHandler(pool: pool)
+        try serving(handler) { address in
+            let client = try TestClient(address)
+            try client.send("key\n")
+            #expect(client.isClosedByPeer()) // the handler aborts on the refusal
+        }
+        gate.release()
+        pool.shutdown()
+        let expected: WorkerPoolError = whenFull == .fail ? .queueFull(capacity: 1) : .wouldBlockEventLoop
+        #expect(handler.refusals.withLock { $0 } == [expected])
     }
 
     @Test func aLoopNeverWaitsForRoom() async throws {
