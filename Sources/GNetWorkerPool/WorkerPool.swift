@@ -147,30 +147,31 @@ public final class WorkerPool: Sendable {
     /// not a protected loop.
     func enqueue(_ job: Job, mayWait: Bool) throws(WorkerPoolError) {
         let capacity = configuration.queueCapacity
-        let outcome: WorkerPoolError? = state.withLock { s in
-            if s.stopping { return .shutDown }
+        enum Admission { case queued, waitForRoom, refused(WorkerPoolError) }
+        let admission: Admission = state.withLock { s in
+            if s.stopping { return .refused(.shutDown) }
             if s.queue.count < capacity {
                 s.queue.append(job)
-                return nil
+                return .queued
             }
-            if configuration.whenFull == .fail { return .queueFull(capacity: capacity) }
-            if !mayWait || s.loops.contains(where: { $0.inEventLoop }) { return .wouldBlockEventLoop }
-            return .queueFull(capacity: capacity) // wait below, outside this critical section
+            if configuration.whenFull == .fail { return .refused(.queueFull(capacity: capacity)) }
+            if !mayWait || s.loops.contains(where: { $0.inEventLoop }) { return .refused(.wouldBlockEventLoop) }
+            return .waitForRoom
         }
-        switch outcome {
-        case nil:
-            state.signal(Self.workAvailable)
-        case .queueFull? where configuration.whenFull == .wait:
+        switch admission {
+        case .queued:
+            break
+        case .refused(let error):
+            throw error
+        case .waitForRoom:
             let queued: Bool = state.withLock(waitingOn: Self.roomAvailable, until: { $0.stopping || $0.queue.count < capacity }) { s in
                 if s.stopping { return false }
                 s.queue.append(job)
                 return true
             }
             guard queued else { throw .shutDown }
-            state.signal(Self.workAvailable)
-        case let error?:
-            throw error
         }
+        state.signal(Self.workAvailable)
     }
 
     /// Stops the pool: refuses new work at once, then, by `mode`, runs or cancels the queued
@@ -194,10 +195,8 @@ public final class WorkerPool: Sendable {
         state.broadcast(Self.roomAvailable)
         for job in cancelled { job.cancel() }
         let me = pthread_self()
-        for t in threads {
-            precondition(pthread_equal(t, me) == 0, "WorkerPool.shutdown called from one of its own jobs")
-            pthread_join(t, nil)
-        }
+        precondition(!threads.contains { pthread_equal($0, me) != 0 }, "WorkerPool.shutdown called from one of its own jobs")
+        for t in threads { pthread_join(t, nil) }
     }
 
     // MARK: Worker threads
