@@ -183,6 +183,7 @@ public final class WorkerPool: Sendable {
     /// first joins). Never from one of this pool's jobs.
     public func shutdown(_ mode: ShutdownMode = .finishQueued) {
         let (threads, cancelled) = state.withLock { s -> ([pthread_t], Deque<Job>) in
+            assert(!s.loops.contains { $0.inEventLoop }, "WorkerPool.shutdown blocks: call it off the event loops")
             let first = !s.stopping
             s.stopping = true
             let cancelled = mode == .cancelQueued ? s.queue : []
