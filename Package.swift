@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "GNet", targets: ["GNet"]),
         .library(name: "Poller", targets: ["Poller"]),
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
+        .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -49,13 +50,18 @@ let package = Package(
         ),
         // Frame codecs (line, delimiter, fixed-length, length-field) lending frames in place.
         .target(name: "GNetCodec", dependencies: ["GNet"]),
+        // A bounded pool of worker threads for blocking work; results return on the loop.
+        .target(
+            name: "GNetWorkerPool",
+            dependencies: ["GNet", "GNetLocks", "CGNetLinux", .product(name: "DequeModule", package: "swift-collections")]
+        ),
         // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
         // the test targets and by the conformance suite (which the gnet-conformance tool runs
         // too, so this is a library target rather than a test target).
         .target(name: "TestSupport", dependencies: ["Poller"], path: "Tests/TestSupport"),
         .target(
             name: "GNetConformance",
-            dependencies: ["GNet", "GNetCodec", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["GNet", "GNetCodec", "GNetWorkerPool", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
             path: "conformance/GNetConformance"
         ),
         // What the example servers share: logging set-up, the ready line, signal handling.
@@ -104,6 +110,10 @@ let package = Package(
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
+        .testTarget(
+            name: "GNetWorkerPoolTests",
+            dependencies: ["GNetWorkerPool", "GNet", "GNetConformance", "TestSupport"]
+        ),
         .testTarget(
             name: "ConformanceTests",
             dependencies: ["GNetConformance", "GNet"],
