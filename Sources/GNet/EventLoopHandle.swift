@@ -1,4 +1,5 @@
 import Glibc
+import GNetLocks
 import Synchronization
 
 /// One event loop, as other code may reach it: run work on the loop's thread, now or later.
@@ -81,11 +82,12 @@ public final class ScheduledTask: Sendable {
 
     /// When the task is due.
     public let deadline: ContinuousClock.Instant
-    private let state: Mutex<State>
+    /// `Locked` (a pthread mutex), not `Synchronization.Mutex`: ThreadSanitizer sees it.
+    private let state: Locked<State>
 
     init(deadline: ContinuousClock.Instant, _ body: @escaping @Sendable () -> Void) {
         self.deadline = deadline
-        self.state = Mutex(.pending(body))
+        self.state = Locked(.pending(body))
     }
 
     /// Cancels the task: returns true if it had not started, and then it never runs (its
