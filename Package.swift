@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KVCoreTests",
-            dependencies: ["KVCore", "GNet", "GNetCodec", "GNetWorkerPool", "GNetConformance"]
+            dependencies: ["KVCore", "GNet", "GNetCodec", "GNetWorkerPool", "GNetLocks", "GNetConformance"]
         ),
         .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
