@@ -47,6 +47,9 @@ struct KVCommand: ParsableCommand {
             ExampleServer.printError("gnet-kv: \(error)")
             throw ExitCode.failure
         }
+        // Before the pool starts its threads, so they inherit the mask and a stop signal
+        // reaches the engine's waiter rather than a worker.
+        ExampleServer.blockStopSignals()
         let handler = KVHandler(
             store: store, pool: WorkerPool(threads: workers, queueCapacity: 64, name: "gnet-kv-worker"),
             dataPath: path, maxFrameLength: maxFrameLength)
