@@ -79,14 +79,19 @@ public final class KVHandler: EventHandler {
                 case .success(.save):
                     startSave(c, session)
                 case .success(let request):
-                    try c.writeFrame(store.execute(request).payload, using: codec)
+                    try send(store.execute(request), to: c)
                 case .failure(let error):
-                    try c.writeFrame(KVReply.error(error.description).payload, using: codec)
+                    try send(.error(error.description), to: c)
                 }
             }
         } catch {
             c.abort(error)  // a CodecError (frame too long, bad length) or a failed write
         }
+    }
+
+    /// Writes `reply` as one frame, rendered straight into the connection's output.
+    private func send(_ reply: KVReply, to c: Connection) throws {
+        _ = try c.writeFrame(using: codec, reservingCapacity: reply.payloadCount) { reply.render(into: $0) }
     }
 
     private func startSave(_ c: Connection, _ session: KVSession) {
@@ -101,7 +106,7 @@ public final class KVHandler: EventHandler {
             session.saving = true
         } catch {
             // WorkerPoolError.queueFull or .shutDown: refuse this SAVE, never block the loop.
-            try? c.writeFrame(KVReply.error("SAVE refused: \(error)").payload, using: codec)
+            try? send(.error("SAVE refused: \(error)"), to: c)
         }
     }
 
@@ -113,7 +118,7 @@ public final class KVHandler: EventHandler {
         case .failure(let error): .error("SAVE failed: \(error)")
         }
         do {
-            try c.writeFrame(reply.payload, using: codec)
+            try send(reply, to: c)
         } catch {
             c.abort(error)
             return

@@ -103,11 +103,35 @@ public enum KVReply: Hashable, Sendable {
 
     /// The reply's payload, as the server sends it (framed by the codec).
     public var payload: [UInt8] {
-        switch self {
-        case .ok(let body): [Status.ok.rawValue] + body
-        case .notFound: [Status.notFound.rawValue]
-        case .error(let message): [Status.error.rawValue] + Array(message.utf8)
+        [UInt8](unsafeUninitializedCapacity: payloadCount) { buffer, count in
+            count = render(into: UnsafeMutableRawBufferPointer(buffer))
         }
+    }
+
+    /// The size of `payload`.
+    public var payloadCount: Int {
+        switch self {
+        case .ok(let body): 1 + body.count
+        case .notFound: 1
+        case .error(let message): 1 + message.utf8.count
+        }
+    }
+
+    /// Writes the payload into `buffer` (at least `payloadCount` bytes) and returns its size:
+    /// the server renders a reply straight into the connection's output this way.
+    public func render(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        precondition(buffer.count >= payloadCount, "a \(payloadCount)-byte reply does not fit \(buffer.count) bytes")
+        switch self {
+        case .ok(let body):
+            buffer[0] = Status.ok.rawValue
+            UnsafeMutableRawBufferPointer(rebasing: buffer[1...]).copyBytes(from: body)
+        case .notFound:
+            buffer[0] = Status.notFound.rawValue
+        case .error(let message):
+            buffer[0] = Status.error.rawValue
+            UnsafeMutableRawBufferPointer(rebasing: buffer[1...]).copyBytes(from: message.utf8)
+        }
+        return payloadCount
     }
 
     /// Parses a reply payload (a client's side); nil when it is not one.

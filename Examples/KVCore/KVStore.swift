@@ -6,8 +6,10 @@ import Glibc
 /// ## Threads
 /// Every method may be called from any thread. One dictionary behind one `Locked` (a pthread
 /// mutex ThreadSanitizer can check); a call holds it briefly and never does I/O under it:
-/// `save(to:)` copies the dictionary under the lock (copy-on-write: O(1) until a loop writes)
-/// and writes the file after releasing it, so loops keep answering while a worker saves.
+/// `save(to:)` takes the dictionary under the lock (copy-on-write: O(1)) and writes the file
+/// after releasing it, so loops keep answering while a worker saves. The price: the first
+/// write during a save copies the dictionary, on that loop, under the lock (Redis forks for
+/// the same reason; a sharded store would copy one shard).
 public final class KVStore: Sendable {
     private let entries = Locked<[[UInt8]: [UInt8]]>([:])
 
@@ -26,10 +28,15 @@ public final class KVStore: Sendable {
     /// Runs one inline request (not SAVE, which the handler sends to the pool).
     public func execute(_ request: KVRequest) -> KVReply {
         switch request {
-        case .get(let key): get(key).map { .ok($0) } ?? .notFound
-        case .set(let key, let value): { set(key, value); return .ok([]) }()
-        case .delete(let key): delete(key) ? .ok([]) : .notFound
-        case .save: .error("SAVE runs on the worker pool, not inline")
+        case .get(let key):
+            return get(key).map { .ok($0) } ?? .notFound
+        case .set(let key, let value):
+            set(key, value)
+            return .ok([])
+        case .delete(let key):
+            return delete(key) ? .ok([]) : .notFound
+        case .save:
+            return .error("SAVE runs on the worker pool, not inline")
         }
     }
 
