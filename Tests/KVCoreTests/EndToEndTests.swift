@@ -51,16 +51,20 @@ private func withTemporaryDirectory(_ body: (String) throws -> Void) throws {
 /// Serves a KVHandler (its store loaded from `dataPath` first, as gnet-kv does) on a free
 /// loopback port while `body` runs; the engine's stop shuts the pool down (onShutdown).
 private func withKVServer(
-    dataPath: String = "/nonexistent/gnet-kv-test", loops: Int = 1, maxFrameLength: Int = 1 << 16,
+    dataPath: String = "/nonexistent/gnet-kv-test", loops: Int = 1, poller: PollerKind? = nil,
+    maxFrameLength: Int = 1 << 16, workers: Int = 2, queueCapacity: Int = 16,
     beforeSave: @escaping @Sendable () -> Void = {},
     _ body: (Int, KVHandler) throws -> Void
 ) throws {
     let store = KVStore()
     try store.load(from: dataPath)
     let handler = KVHandler(
-        store: store, pool: WorkerPool(threads: 2, queueCapacity: 16, name: "kv-test-worker"),
+        store: store, pool: WorkerPool(threads: workers, queueCapacity: queueCapacity, name: "kv-test-worker"),
         dataPath: dataPath, maxFrameLength: maxFrameLength, beforeSave: beforeSave)
-    try serving(handler, configure: { $0.loops = loops }) { address in try body(try #require(address.port), handler) }
+    try serving(handler, configure: {
+        $0.loops = loops
+        $0.poller = poller
+    }) { address in try body(try #require(address.port), handler) }
     #expect(handler.pool.isShutDown, "onShutdown shuts the pool down")
 }
 
@@ -103,10 +107,11 @@ struct EndToEndTests {
         }
     }
 
-    @Test("200 pipelined requests, a SAVE among them, are answered in order", arguments: [1, 2])
-    func pipelined(loops: Int) throws {
+    @Test("200 pipelined requests, a SAVE among them, are answered in order (2 loops, each backend)",
+          arguments: PollerKind.allAvailable)
+    func pipelined(poller: PollerKind) throws {
         try withTemporaryDirectory { dir in
-            try withKVServer(dataPath: dir + "/snapshot", loops: loops) { port, _ in
+            try withKVServer(dataPath: dir + "/snapshot", loops: 2, poller: poller) { port, _ in
                 let c = try KVClient(port: port)
                 var requests: [KVRequest] = []
                 var expected: [KVReply] = []
@@ -174,6 +179,7 @@ struct EndToEndTests {
                 entered.signal()
                 release.wait()
             }) { port, _ in
+                defer { for _ in 0..<2 { release.signal() } }  // a failed expectation must not leave a worker held
                 let saver = try KVClient(port: port)
                 try saver.send([.set(key: bytes("k"), value: bytes("v")), .save, .get(key: bytes("k"))])
                 #expect(try saver.receiveReply() == .ok([]))
@@ -193,5 +199,64 @@ struct EndToEndTests {
             }
         }
         #expect(workerName.withLock { $0 }.hasPrefix("kv-test-worker"), "the file was written on a worker thread")
+    }
+
+    @Test("a SAVE the full pool cannot take is refused with an error reply, without blocking the loop")
+    func saveRefusedWhenFull() throws {
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        try withTemporaryDirectory { dir in
+            // One worker, one queue slot: the first SAVE runs (held), the second waits queued.
+            try withKVServer(dataPath: dir + "/snapshot", workers: 1, queueCapacity: 1, beforeSave: {
+                entered.signal()
+                release.wait()
+            }) { port, handler in
+                defer { for _ in 0..<2 { release.signal() } }  // a failed expectation must not leave a worker held
+                let running = try KVClient(port: port), queued = try KVClient(port: port)
+                try running.send([.save])
+                #expect(entered.wait(timeout: .now() + 10) == .success)
+                try queued.send([.save])
+                for _ in 0..<5_000 where handler.pool.queuedCount == 0 { usleep(1_000) }
+                try #require(handler.pool.queuedCount == 1, "the second SAVE waits in the queue")
+                let refused = try KVClient(port: port)
+                // Its pipelined GET shows the loop moved on at once rather than wait for room.
+                try refused.send([.save, .get(key: bytes("k"))])
+                guard case .error(let message)? = try refused.receiveReply() else { Issue.record("no error reply"); return }
+                #expect(message.contains("SAVE refused"))
+                #expect(try refused.receiveReply() == .notFound)
+                release.signal()
+                release.signal()
+                #expect(try running.receiveReply() == .ok(bytes("0")))
+                #expect(try queued.receiveReply() == .ok(bytes("0")))
+            }
+        }
+    }
+
+    @Test("a client that leaves while its SAVE is at the pool: the save completes, the server carries on")
+    func clientLeavesDuringSave() throws {
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        try withTemporaryDirectory { dir in
+            let path = dir + "/snapshot"
+            try withKVServer(dataPath: path, beforeSave: {
+                entered.signal()
+                release.wait()
+            }) { port, _ in
+                defer { for _ in 0..<2 { release.signal() } }  // a failed expectation must not leave a worker held
+                do {
+                    let leaver = try KVClient(port: port)
+                    try leaver.send([.set(key: bytes("k"), value: bytes("v")), .save])
+                    #expect(try leaver.receiveReply() == .ok([]))
+                    #expect(entered.wait(timeout: .now() + 10) == .success)
+                }  // closed here, before the SAVE's reply
+                release.signal()
+                let c = try KVClient(port: port)
+                #expect(try c.call(.get(key: bytes("k"))) == .ok(bytes("v")))
+                // A second SAVE (released at once) proves the pool and the loop are still fine.
+                release.signal()
+                #expect(try c.call(.save) == .ok(bytes("1")))
+            }
+            #expect(access(path, F_OK) == 0)
+        }
     }
 }
