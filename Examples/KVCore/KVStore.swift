@@ -12,6 +12,9 @@ import Glibc
 /// the same reason; a sharded store would copy one shard).
 public final class KVStore: Sendable {
     private let entries = Locked<[[UInt8]: [UInt8]]>([:])
+    /// Held for a whole `save(to:)`, file I/O included (workers only, never a loop): saves from
+    /// two connections would otherwise write the same `path.tmp` at once and one rename fail.
+    private let saving = Locked(())
 
     public init() {}
 
@@ -49,8 +52,14 @@ public final class KVStore: Sendable {
     /// Writes every entry to `path`, atomically: into `path.tmp`, `fsync`, then `rename` over
     /// `path` and `fsync` the directory, so a crash leaves the old snapshot or the new one.
     /// Blocking: call it on a worker thread, never on a loop. Returns the number of entries.
+    /// Saves run one at a time, each writing what the store held when it started, so the file
+    /// ends up with the snapshot of the last SAVE to start.
     @discardableResult
     public func save(to path: String) throws -> Int {
+        try saving.withLock { _ throws in try writeSnapshot(to: path) }
+    }
+
+    private func writeSnapshot(to path: String) throws -> Int {
         let snapshot = entries.withLock { $0 }
         var bytes = Self.magic
         bytes.reserveCapacity(snapshot.reduce(8) { $0 + 8 + $1.key.count + $1.value.count })
