@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
         .executable(name: "gnet-http", targets: ["gnet-http"]),
         .executable(name: "gnet-redis", targets: ["gnet-redis"]),
+        .executable(name: "gnet-kv", targets: ["gnet-kv"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -105,6 +106,23 @@ let package = Package(
             path: "Examples/Redis"
         ),
         .testTarget(name: "RedisCoreTests", dependencies: ["RedisCore", "GNet", "GNetConformance"]),
+        // The length-prefixed protocol, store and handler behind gnet-kv: frames through GNetCodec,
+        // SAVE on GNetWorkerPool; pure enough to test without the executable.
+        .target(
+            name: "KVCore",
+            dependencies: ["GNet", "GNetCodec", "GNetWorkerPool", "GNetLocks"],
+            path: "Examples/KVCore"
+        ),
+        .executableTarget(
+            name: "gnet-kv",
+            dependencies: ["GNet", "GNetWorkerPool", "KVCore", "ExampleSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/KV"
+        ),
+        .testTarget(
+            name: "KVCoreTests",
+            dependencies: ["KVCore", "GNet", "GNetCodec", "GNetWorkerPool", "GNetLocks", "GNetConformance"]
+        ),
         .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),

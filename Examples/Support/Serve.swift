@@ -19,16 +19,25 @@ public enum ExampleServer {
         host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
     }
 
-    /// Runs `engine` until SIGINT or SIGTERM, printing
-    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections.
-    public static func serve(_ engine: Engine) throws {
-        // Block the stop signals before any thread starts, so every thread inherits the mask
-        // and only the waiter thread below receives them.
+    /// Blocks SIGINT and SIGTERM on the calling thread and returns that set. Threads started
+    /// afterwards inherit the mask, so only `serve`'s waiter thread receives the signals.
+    /// `serve` calls it; a server that starts threads of its own before `serve` (a worker
+    /// pool) calls it first, or a stop signal may land on one of those threads and be lost
+    /// (or, with the default action, kill the process without a graceful stop). Idempotent.
+    @discardableResult
+    public static func blockStopSignals() -> sigset_t {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        return signals
+    }
+
+    /// Runs `engine` until SIGINT or SIGTERM, printing
+    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections.
+    public static func serve(_ engine: Engine) throws {
+        let signals = blockStopSignals()
         try engine.start()
         let address = engine.addresses.first.map(\.description) ?? "?"
         printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
