@@ -81,7 +81,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "gnet-echo",
-            dependencies: ["GNet", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["GNet", "GNetCodec", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
         ),
         // The HTTP/1.1 request scanner and response writer behind gnet-http; pure, unit-tested.

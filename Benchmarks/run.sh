@@ -104,6 +104,9 @@ ECHO_SERVERS=() HTTP_SERVERS=() REDIS_SERVERS=()
 for p in $POLLERS; do
     ECHO_SERVERS+=("gnet-echo/$p") HTTP_SERVERS+=("gnet-http/$p") REDIS_SERVERS+=("gnet-redis/$p")
 done
+# The codec path (GNetCodec's length-field frames, `gnet-echo --framed`), on the first backend:
+# compared with the plain echo on the same backend in the same run.
+ECHO_SERVERS+=("gnet-echo-framed/${POLLERS%% *}")
 ECHO_SERVERS+=(nio-echo c-echo)
 HTTP_SERVERS+=(nio-http nio-http-raw c-http)
 REDIS_SERVERS+=(redis-server)

@@ -26,6 +26,9 @@
  * drains, `HOLD warm` is printed and the generator waits (at most SECS) for SIGUSR1; after the
  * measured window drains it prints `HOLD done msgs=N` and waits again before closing anything.
  * --idle: every connection does one round trip, then `HOLD idle conns=C` and a wait as above.
+ * --framed: every message is a frame of a length-prefixed protocol, a 4-byte big-endian length
+ * (S - 4) then S - 4 pattern bytes, and streams start at message boundaries, so a server that
+ * decodes frames and writes each back re-framed echoes the stream byte for byte.
  *
  * The last line is machine-readable:
  *   RESULT msgs_per_s=… mbps=… p50_us=… p99_us=… p999_us=… errors=0 msgs=… …
@@ -74,7 +77,9 @@ static double duration = 5, warmup = 1, hold_secs = 0, drain_timeout = 10, conne
 static uint64_t max_messages = 0;
 
 /* ---- state ---- */
-static unsigned char *pattern;   /* PATTERN_LEN + CHUNK bytes: the tail repeats the head */
+static unsigned char *pattern;   /* pattern_len + CHUNK bytes: the tail repeats the head */
+static size_t pattern_len = PATTERN_LEN;   /* a whole number of messages with --framed */
+static int framed = 0;
 static struct conn *conns;
 static int ep;
 static int issuing = 1;          /* issue a new message when one returns */
@@ -162,7 +167,7 @@ static void pump(struct conn *c, int idx) {
     while (c->sent < c->target) {
         uint64_t left = c->target - c->sent;
         size_t n = left < CHUNK ? (size_t)left : CHUNK;
-        size_t pos = (size_t)((c->base + c->sent) % PATTERN_LEN);
+        size_t pos = (size_t)((c->base + c->sent) % pattern_len);
         ssize_t w = write(c->fd, pattern + pos, n);
         if (w > 0) { c->sent += (uint64_t)w; continue; }
         if (w < 0 && errno == EINTR) continue;
@@ -223,7 +228,7 @@ static void readable(struct conn *c, int idx) {
         close_conn(c);
         return;
     }
-    size_t pos = (size_t)((c->base + c->recvd) % PATTERN_LEN);
+    size_t pos = (size_t)((c->base + c->recvd) % pattern_len);
     if (memcmp(rbuf, pattern + pos, n) != 0) {
         size_t i = 0;
         while (rbuf[i] == pattern[pos + i]) i++;
@@ -301,7 +306,7 @@ static void hold(const char *what) {
 static void usage(void) {
     fprintf(stderr,
         "usage: loadgen --port P [--host 127.0.0.1] [--conns 1] [--size 64] [--depth 1]\n"
-        "               [--duration 5] [--warmup 1] [--messages N] [--hold SECS] [--idle]\n"
+        "               [--duration 5] [--warmup 1] [--messages N] [--hold SECS] [--idle] [--framed]\n"
         "               [--drain-timeout 10] [--connect-timeout 60] [--connect-burst 256]\n");
     exit(2);
 }
@@ -310,6 +315,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--idle")) { idle_mode = 1; continue; }
+        if (!strcmp(a, "--framed")) { framed = 1; continue; }
         if (i + 1 >= argc) usage();
         const char *v = argv[++i];
         if (!strcmp(a, "--host")) host = v;
@@ -356,13 +362,23 @@ int main(int argc, char **argv) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
         pattern[i] = (unsigned char)(x >> 32);
     }
-    memcpy(pattern + PATTERN_LEN, pattern, CHUNK);
+    if (framed) {
+        if (msg_size < 5) { fprintf(stderr, "loadgen: --framed needs --size of at least 5\n"); return 2; }
+        pattern_len = PATTERN_LEN / (size_t)msg_size * (size_t)msg_size;
+        uint32_t len = (uint32_t)msg_size - 4;
+        for (size_t at = 0; at < pattern_len; at += (size_t)msg_size) {
+            pattern[at] = (unsigned char)(len >> 24); pattern[at + 1] = (unsigned char)(len >> 16);
+            pattern[at + 2] = (unsigned char)(len >> 8); pattern[at + 3] = (unsigned char)len;
+        }
+    }
+    memcpy(pattern + pattern_len, pattern, CHUNK);
     conns = calloc((size_t)nconns, sizeof *conns);
     if (!pattern || !conns) { perror("malloc"); return 1; }
     for (int i = 0; i < nconns; i++) {
         conns[i].fd = -1;
         conns[i].state = CLOSED;
-        conns[i].base = ((uint64_t)i * 7919u * 131u) % PATTERN_LEN;
+        conns[i].base = ((uint64_t)i * 7919u * 131u) % pattern_len;
+        if (framed) conns[i].base -= conns[i].base % (uint64_t)msg_size;
         conns[i].stamps = calloc((size_t)depth, sizeof(uint64_t));
     }
     ep = epoll_create1(EPOLL_CLOEXEC);

@@ -33,7 +33,7 @@ eff_allocs() {
         return
     fi
     local out=$RAW/eff-allocs-${server//\//_}.txt a b
-    start_held_loadgen "$out" --conns 100 --size 64 --depth 1 --warmup "$WARMUP" \
+    start_held_loadgen "$out" $(loadgen_flags "$server") --conns 100 --size 64 --depth 1 --warmup "$WARMUP" \
         --messages "$ALLOC_MESSAGES" --duration 20 --hold 60
     if wait_for_line "$out" '^HOLD warm' 60 "$LG_PID"; then
         a=$(counter "$file")
@@ -63,7 +63,7 @@ eff_syscalls() {
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then return; fi
     local out=$RAW/eff-syscalls-${server//\//_}.txt trace=$RAW/strace-${server//\//_}.txt st=""
-    start_held_loadgen "$out" --conns 100 --size 64 --depth 1 --warmup "$WARMUP" \
+    start_held_loadgen "$out" $(loadgen_flags "$server") --conns 100 --size 64 --depth 1 --warmup "$WARMUP" \
         --messages "$STRACE_MESSAGES" --duration 20 --hold 60
     if wait_for_line "$out" '^HOLD warm' 60 "$LG_PID"; then
         strace -f -c -p "$SERVER_PID" -o "$trace" 2>"$trace.err" &
@@ -118,7 +118,7 @@ eff_rss() {
     local out=$RAW/eff-rss-${server//\//_}.txt base full=""
     sleep 0.3
     base=$(rss_kb "$SERVER_PID")
-    start_held_loadgen "$out" --idle --conns "$IDLE_CONNS" --connect-timeout 60 --hold 30
+    start_held_loadgen "$out" $(loadgen_flags "$server") --idle --conns "$IDLE_CONNS" --connect-timeout 60 --hold 30
     if wait_for_line "$out" '^HOLD idle' 90 "$LG_PID"; then
         sleep 0.5
         full=$(rss_kb "$SERVER_PID")

@@ -14,7 +14,7 @@ echo_run() {   # scenario conns size depth server
     local c0 c1 t0 t1 rc
     c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
     timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CPU" "$LOADGEN" --host 127.0.0.1 --port "$SERVER_PORT" \
-        --conns "$conns" --size "$size" --depth "$depth" --duration "$ECHO_DURATION" --warmup "$WARMUP" \
+        --conns "$conns" --size "$size" --depth "$depth" --duration "$ECHO_DURATION" --warmup "$WARMUP" $(loadgen_flags "$server") \
         >"$out" 2>&1
     rc=$?
     c1=$(cpu_ticks "$SERVER_PID") t1=$(date +%s%N)

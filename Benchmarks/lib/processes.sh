@@ -71,6 +71,7 @@ declare -A UNBUILT   # binary -> why its (possibly stale) build is not used
 
 server_bin() {
     case $1 in
+        gnet-echo-framed/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-echo" ;;
         gnet-*) echo "${GNET_BIN:-$ROOT/.build/release}/${1%%/*}" ;;
         nio-*) echo "$HERE/.build/release/$1" ;;
         c-*) echo "$CBIN/$1" ;;
@@ -78,10 +79,16 @@ server_bin() {
     esac
 }
 
+# The loadgen flags a server needs: length-prefixed frames for the framed echo.
+loadgen_flags() {   # name
+    case $1 in gnet-echo-framed/*) echo --framed ;; esac
+}
+
 server_command() {   # name port -> CMD
     local bin
     bin=$(server_bin "$1")
     case $1 in
+        gnet-echo-framed/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}" --framed) ;;
         gnet-*/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}") ;;
         redis-server) CMD=("$bin" --port "$2" --bind 127.0.0.1 --save "" --appendonly no
             --protected-mode no --daemonize no --loglevel warning) ;;

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ExampleSupport
 import GNet
+import GNetCodec
 
 /// Echoes every byte back: the smallest useful server, and the one the benchmarks load.
 struct EchoHandler: EventHandler {
@@ -13,6 +14,30 @@ struct EchoHandler: EventHandler {
         } catch {
             return .close
         }
+    }
+}
+
+/// `--framed`: echoes frames of a length-prefixed protocol (a 4-byte big-endian length, then
+/// the payload), each decoded in place and written back re-framed with one write — the codec
+/// path the benchmarks compare with the plain echo.
+struct FramedEchoHandler: EventHandler {
+    /// The connection's decoder (it keeps a little state between reads).
+    final class Session { var decoder: LengthFieldBasedFrameCodec; init(_ d: LengthFieldBasedFrameCodec) { decoder = d } }
+    let codec = LengthFieldBasedFrameCodec(maxFrameLength: 1 << 20)
+
+    func onOpen(_ c: Connection) -> (output: [UInt8]?, action: Action) {
+        c.context = Session(codec)
+        return (nil, .none)
+    }
+
+    func onTraffic(_ c: Connection) -> Action {
+        guard let session = c.context as? Session else { return .close }
+        do {
+            try c.forEachFrame(using: &session.decoder) { frame in try c.writeFrame(frame, using: codec) }
+        } catch {
+            c.abort(error)
+        }
+        return .none
     }
 }
 
@@ -31,7 +56,14 @@ struct EchoCommand: ParsableCommand {
 
     @OptionGroup var server: ServerOptions
 
+    @Flag(help: "Echo length-prefixed frames (4-byte big-endian length) through GNetCodec.")
+    var framed = false
+
     func run() throws {
-        try server.serve("gnet-echo", EchoHandler(), defaultPort: 9000)
+        if framed {
+            try server.serve("gnet-echo", FramedEchoHandler(), defaultPort: 9000)
+        } else {
+            try server.serve("gnet-echo", EchoHandler(), defaultPort: 9000)
+        }
     }
 }
