@@ -22,26 +22,9 @@ extension Connection {
         using decoder: inout D, _ body: (RawSpan) throws -> Void
     ) throws -> Int {
         var frames = 0
-        while isOpen {
-            let handled = try withUnsafeInboundBytes { input -> Int? in
-                let step = try decoder.decode(input.bytes)
-                switch step {
-                case .needMore:
-                    return nil
-                case .skip(let n):
-                    precondition(n > 0 && n <= input.count, "FrameDecoder returned \(step) for \(input.count) buffered bytes")
-                    return -n
-                case .frame(let range, let consume):
-                    precondition(
-                        range.lowerBound >= 0 && consume > 0 && range.upperBound <= consume && consume <= input.count,
-                        "FrameDecoder returned \(step) for \(input.count) buffered bytes")
-                    try body(UnsafeRawBufferPointer(rebasing: input[range]).bytes)
-                    return consume
-                }
-            }
-            guard let handled else { break }
-            discard(handled < 0 ? -handled : handled)
-            if handled > 0 { frames += 1 }
+        while isOpen, let (consumed, frame) = try decodeStep(using: &decoder, body) {
+            discard(consumed)
+            if frame != nil { frames += 1 }
         }
         return frames
     }
@@ -54,28 +37,36 @@ extension Connection {
     public func nextFrame<D: FrameDecoder, R>(
         using decoder: inout D, _ body: (RawSpan) throws -> R
     ) throws -> R? {
-        var result: R? = nil
-        while isOpen, result == nil {
-            let handled = try withUnsafeInboundBytes { input -> Int? in
-                let step = try decoder.decode(input.bytes)
-                switch step {
-                case .needMore:
-                    return nil
-                case .skip(let n):
-                    precondition(n > 0 && n <= input.count, "FrameDecoder returned \(step) for \(input.count) buffered bytes")
-                    return n
-                case .frame(let range, let consume):
-                    precondition(
-                        range.lowerBound >= 0 && consume > 0 && range.upperBound <= consume && consume <= input.count,
-                        "FrameDecoder returned \(step) for \(input.count) buffered bytes")
-                    result = try body(UnsafeRawBufferPointer(rebasing: input[range]).bytes)
-                    return consume
-                }
-            }
-            guard let handled else { break }
-            discard(handled)
+        while isOpen, let (consumed, result) = try decodeStep(using: &decoder, body) {
+            discard(consumed)
+            if let result { return result }
         }
-        return result
+        return nil
+    }
+
+    /// One step of `decoder` over the buffered input: nil when it needs more; otherwise the
+    /// bytes to consume, with `body`'s result when the step was a frame (nil for bytes the
+    /// decoder skips). Checks the step against the input, so a faulty custom decoder traps
+    /// rather than lending or consuming what is not there.
+    @inlinable
+    func decodeStep<D: FrameDecoder, R>(
+        using decoder: inout D, _ body: (RawSpan) throws -> R
+    ) throws -> (consumed: Int, result: R?)? {
+        try withUnsafeInboundBytes { input in
+            let step = try decoder.decode(input.bytes)
+            switch step {
+            case .needMore:
+                return nil
+            case .skip(let n):
+                precondition(n > 0 && n <= input.count, "FrameDecoder returned \(step) for \(input.count) buffered bytes")
+                return (n, nil)
+            case .frame(let range, let consume):
+                precondition(
+                    range.lowerBound >= 0 && consume > 0 && range.upperBound <= consume && consume <= input.count,
+                    "FrameDecoder returned \(step) for \(input.count) buffered bytes")
+                return (consume, try body(UnsafeRawBufferPointer(rebasing: input[range]).bytes))
+            }
+        }
     }
 
     /// Copies out and consumes the first complete buffered frame; nil when none is complete.
