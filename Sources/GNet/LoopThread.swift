@@ -1,5 +1,6 @@
 import CGNetLinux
 import Glibc
+import GNetLocks
 import Poller
 
 /// A loop with its concrete type erased behind the three things the engine does with it:
@@ -66,53 +67,25 @@ final class LoopThread: @unchecked Sendable {
     }
 }
 
-/// A value guarded by a pthread mutex, with a condition to wait until the value is as wanted.
-/// For the engine's lifecycle (start, stop, wait) and nothing on the hot path: every
-/// `withLock` wakes every waiter, which then re-checks its condition.
-///
-/// A pthread condition variable, like `Locked`'s mutex, is one ThreadSanitizer understands.
-final class Monitor<Value>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let changed: UnsafeMutablePointer<pthread_cond_t>
-    private var value: Value
+/// A value guarded by a pthread mutex, with a condition to wait until the value is as wanted
+/// (`ConditionLocked` with one condition, which ThreadSanitizer sees). For the engine's
+/// lifecycle (start, stop, wait) and nothing on the hot path: every `withLock` wakes every
+/// waiter, which then re-checks its condition.
+final class Monitor<Value>: Sendable {
+    private let locked: ConditionLocked<Value>
+    private static var changed: Int { 0 }
 
-    init(_ value: Value) {
-        self.value = value
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        changed = .allocate(capacity: 1)
-        changed.initialize(to: pthread_cond_t())
-        let rc = pthread_mutex_init(mutex, nil) | pthread_cond_init(changed, nil)
-        precondition(rc == 0, "pthread_mutex_init/pthread_cond_init failed: \(rc)")
-    }
-
-    deinit {
-        pthread_cond_destroy(changed)
-        pthread_mutex_destroy(mutex)
-        changed.deinitialize(count: 1)
-        changed.deallocate()
-        mutex.deinitialize(count: 1)
-        mutex.deallocate()
-    }
+    init(_ value: Value) { locked = ConditionLocked(value, conditions: 1) }
 
     /// Runs `body` with exclusive access to the value, then wakes the waiters.
     func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer {
-            pthread_cond_broadcast(changed)
-            pthread_mutex_unlock(mutex)
-        }
-        return try body(&value)
+        defer { locked.broadcast(Self.changed) }
+        return try locked.withLock(body)
     }
 
     /// Blocks until `ready` holds for the value, then runs `body` as `withLock` does.
     func withLock<R>(when ready: (Value) -> Bool, _ body: (inout Value) -> R) -> R {
-        pthread_mutex_lock(mutex)
-        defer {
-            pthread_cond_broadcast(changed)
-            pthread_mutex_unlock(mutex)
-        }
-        while !ready(value) { pthread_cond_wait(changed, mutex) }
-        return body(&value)
+        defer { locked.broadcast(Self.changed) }
+        return locked.withLock(waitingOn: Self.changed, until: { ready(copy $0) }, body)
     }
 }
