@@ -36,7 +36,7 @@ extension EventLoop {
             return n
         }
         let wasEmpty = c.outbound.isEmpty
-        let (n, _) = try c.outbound.appendInPlace(reserving: capacity, high: options.outboundHighWatermark, body)
+        let n = try c.outbound.appendInPlace(reserving: capacity, high: options.outboundHighWatermark, body)
         if wasEmpty && n > 0 { flush(c) }
         return n
     }
@@ -62,7 +62,7 @@ extension EventLoop {
     /// by `settle`, at the next point where no write is half done: the end of the callback, of
     /// the handle's write, or of the writable event.
     final func queue(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
-        _ = c.outbound.append(bytes, high: options.outboundHighWatermark)
+        c.outbound.append(bytes, high: options.outboundHighWatermark)
         if !c.interest.contains(.write) { updateInterest(c) }
     }
 
@@ -124,7 +124,7 @@ extension EventLoop {
             }
             if sent == 0 { break }
             progressed = true
-            _ = c.outbound.consume(sent, low: options.outboundLowWatermark)
+            c.outbound.consume(sent, low: options.outboundLowWatermark)
         }
         if progressed {
             c.lastWrite = clock

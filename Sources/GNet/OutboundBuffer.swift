@@ -9,8 +9,8 @@
 /// ```
 ///
 /// Between the two watermarks writability keeps its last value (hysteresis), so a connection
-/// hovering around one threshold does not flip on every write. `append` and `consume` report a
-/// flip; the loop's `settle` turns `isWritable` into `onWritabilityChanged` and read interest.
+/// hovering around one threshold does not flip on every write. The loop's `settle` turns
+/// `isWritable` into `onWritabilityChanged` and read interest.
 ///
 /// Storage is the connection's `ByteQueue`: allocated on the first queued byte and released
 /// when the queue drains, so a connection that keeps up holds no output memory.
@@ -28,37 +28,28 @@ struct OutboundBuffer: ~Copyable {
     var isEmpty: Bool { queue.isEmpty }
     var readable: UnsafeRawBufferPointer { queue.readable }
 
-    /// Queues `bytes`. Returns true when this made the connection unwritable.
+    /// Queues `bytes`.
     @inline(__always)
-    mutating func append(_ bytes: UnsafeRawBufferPointer, high: Int) -> Bool {
+    mutating func append(_ bytes: UnsafeRawBufferPointer, high: Int) {
         queue.append(bytes)
-        return checkHigh(high)
+        if queue.count > high { isWritable = false }
     }
 
     /// Queues output rendered in place by `body` (see `ByteQueue.appendInPlace`). Returns the
-    /// bytes written and whether the connection turned unwritable.
+    /// bytes written.
     mutating func appendInPlace<E: Error>(
         reserving n: Int, high: Int, _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Int
-    ) throws(E) -> (written: Int, turnedUnwritable: Bool) {
+    ) throws(E) -> Int {
         let written = try queue.appendInPlace(reserving: n, body)
-        return (written, checkHigh(high))
+        if queue.count > high { isWritable = false }
+        return written
     }
 
-    @inline(__always)
-    private mutating func checkHigh(_ high: Int) -> Bool {
-        guard isWritable, queue.count > high else { return false }
-        isWritable = false
-        return true
-    }
-
-    /// Drops `n` sent bytes; frees the storage once the queue is empty. Returns true when this
-    /// made the connection writable again.
-    mutating func consume(_ n: Int, low: Int) -> Bool {
+    /// Drops `n` sent bytes; frees the storage once the queue is empty.
+    mutating func consume(_ n: Int, low: Int) {
         queue.consume(n)
         if queue.isEmpty { queue.release() }
-        guard !isWritable, queue.count <= low else { return false }
-        isWritable = true
-        return true
+        if queue.count <= low { isWritable = true }
     }
 
     /// Drops everything (the connection is closing without sending it). Returns what was dropped.
