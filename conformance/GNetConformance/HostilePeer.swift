@@ -65,19 +65,12 @@ public func sleep(for d: Duration) {
 
 /// CPU time used so far by this process's threads whose name starts with `prefix`.
 public func cpuTime(ofThreadsNamed prefix: String) -> Duration {
-    guard let d = opendir("/proc/self/task") else { return .zero }
-    defer { closedir(d) }
     var ticks = 0
-    while let e = readdir(d) {
-        let tid = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        guard tid.first?.isNumber == true else { continue }
-        guard let stat = readSmallFile("/proc/self/task/\(tid)/stat") else { continue }
-        // "pid (comm) state ppid ... utime stime": fields after the last ')'.
-        guard let close = stat.lastIndex(of: ")") else { continue }
-        let comm = stat[stat.index(after: stat.firstIndex(of: "(")!)..<close]
-        guard comm.hasPrefix(prefix) else { continue }
+    for tid in threadIDs(named: prefix) ?? [] {
+        // "pid (comm) state ppid ... utime stime": utime and stime are the 12th and 13th
+        // fields after the closing parenthesis (the name may hold spaces).
+        guard let stat = readSmallFile("/proc/self/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // fields[0] is state; utime and stime are fields 14 and 15 of the whole line.
         if fields.count > 12, let u = Int(fields[11]), let s = Int(fields[12]) { ticks += u + s }
     }
     let hz = sysconf(Int32(_SC_CLK_TCK))

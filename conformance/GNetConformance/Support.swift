@@ -157,19 +157,25 @@ public func openDescriptors() -> [Int32: String] {
 
 /// Threads of this process whose name starts with `prefix`.
 public func threadsNamed(_ prefix: String) -> Int {
-    guard let d = opendir("/proc/self/task") else { return -1 }
+    threadIDs(named: prefix)?.count ?? -1
+}
+
+/// The thread ids (as `/proc/self/task` names them) of this process's threads whose name
+/// starts with `prefix`; nil when `/proc` cannot be read.
+func threadIDs(named prefix: String) -> [String]? {
+    guard let d = opendir("/proc/self/task") else { return nil }
     defer { closedir(d) }
-    var n = 0
+    var ids: [String] = []
     while let e = readdir(d) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        guard name.first?.isNumber == true else { continue }
-        guard let f = fopen("/proc/self/task/\(name)/comm", "r") else { continue }
+        let tid = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        guard tid.first?.isNumber == true else { continue }
+        guard let f = fopen("/proc/self/task/\(tid)/comm", "r") else { continue }
         var buf = [CChar](repeating: 0, count: 64)
         fgets(&buf, 64, f)
         fclose(f)
-        if String(cString: buf).hasPrefix(prefix) { n += 1 }
+        if String(cString: buf).hasPrefix(prefix) { ids.append(tid) }
     }
-    return n
+    return ids
 }
 
 /// Runs `body` on a new thread and waits up to `timeout` for it, so a blocking call that hangs
