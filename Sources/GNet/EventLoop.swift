@@ -33,6 +33,8 @@ final class EventLoop {
     /// Connections by descriptor.
     @exclusivity(unchecked) var connections: [Connection?] = []
     var connectionCount = 0
+    /// Dials whose connect is in progress, by descriptor (`Dialer.swift`).
+    var dialing: [Int32: PendingDial] = [:]
     var listeners: [Listener] = []
     /// Every loop's inbox, for handing accepted sockets to other loops.
     var peers: [LoopInbox] = []
@@ -101,7 +103,9 @@ final class EventLoop {
             return
         }
         guard fd < connections.count, let c = connections[fd], c.generation == token.generation else {
-            return // an event of an earlier registration of this descriptor
+            // A dial in progress, or an event of an earlier registration of this descriptor.
+            if !dialing.isEmpty { dialReady(token, events) }
+            return
         }
         if !events.isDisjoint(with: [.reset, .error]) {
             socketFailed(c, events)
@@ -176,6 +180,8 @@ final class EventLoop {
             if let c = liveConnection(fd, gen) { abort(c, error) }
         case .adopt(let fd, let remote, let listener):
             adopt(fd, remote: remote, listener: listener)
+        case .dial(let request):
+            startDial(request)
         case .stop:
             beginStop()
         case .run(let body):
@@ -193,6 +199,7 @@ final class EventLoop {
         guard !stopping else { return }
         stopping = true
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         for case let c? in connections where c.state == .open { requestClose(c, .orderly) }
         if connectionCount > 0 { schedule(after: options.shutdownTimeout, .stopDeadline) }
     }
@@ -230,6 +237,7 @@ final class EventLoop {
     /// task, and drop scheduled closures still pending.
     final func tearDown() {
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
         for task in inbox.close() {
             if case .run(let body) = task { body() } else { task.abandon() }

@@ -16,6 +16,8 @@ enum LoopTask: Sendable {
     case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
+    /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
+    case dial(DialRequest)
     /// Stop: close listeners, flush and close connections, end the loop.
     case stop
     /// Run a closure on the loop thread (`EventLoopHandle.execute`, and the engine's own).
@@ -30,6 +32,8 @@ enum LoopTask: Sendable {
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _):
             _ = closeDescriptor(fd)
+        case .dial(let request):
+            request.abandon(GNetError.engineStopped)
         case .schedule(let task):
             task.finish(.dropped)
         case .abort, .stop, .run:

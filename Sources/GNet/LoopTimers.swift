@@ -16,6 +16,8 @@ struct LoopTimer: Comparable {
         case stopDeadline
         /// A connection's idle timer (`EventLoop+Idle.swift`).
         case idle(Int32, UInt32)
+        /// A dial's connect timeout.
+        case dialDeadline(Int32, UInt32)
         /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
         case user(ScheduledTask)
     }
@@ -97,6 +99,8 @@ extension EventLoop {
                 stopDeadlinePassed()
             case .idle(let fd, let generation):
                 if let c = liveConnection(fd, generation) { idleTimerFired(c, t.deadline) }
+            case .dialDeadline(let fd, let generation):
+                dialDeadlinePassed(fd, generation)
             case .user(let task):
                 task.fire()
             }
