@@ -146,7 +146,7 @@ extension EventLoop {
         applySocketOptions(c, tcp: remote?.family != .unix)
         do {
             if registered == [] {
-                try poller.register(fd, interest: .read, token: token)
+                try poller.register(fd, interest: .read, token: token, trigger: trigger)
             } else {
                 try poller.modify(fd, from: registered, to: .read, token: token)
             }

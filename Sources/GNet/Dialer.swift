@@ -105,7 +105,7 @@ extension EventLoop {
             return
         }
         do {
-            try poller.register(fd, interest: .write, token: PollToken(fd: fd, generation: generation))
+            try poller.register(fd, interest: .write, token: PollToken(fd: fd, generation: generation), trigger: trigger)
         } catch {
             _ = closeDescriptor(fd)
             dialFailed(request, error)

@@ -186,6 +186,9 @@ public final class Engine: Sendable {
         let bound: [SocketAddress]
         do {
             for i in 0..<options.loops { runners.append(try poller.makeLoop(index: i, engine: self)) }
+            if options.edgeTriggered && !runners[0].base.poller.capabilities.edgeTriggered {
+                throw GNetError.unsupported(poller: poller.name, feature: "edge-triggered I/O (Options.edgeTriggered)")
+            }
             bound = try bindListeners(runners)
             let inboxes = runners.map(\.base.inbox)
             for r in runners {

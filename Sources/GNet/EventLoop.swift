@@ -66,6 +66,13 @@ final class EventLoop {
     @exclusivity(unchecked) var idleWatch = false
     /// `Options.idleTimeout` and its read and write variants.
     let defaultIdleTimeouts: IdleTimeouts
+    /// `Options.edgeTriggered`: how connections are registered, and whether a readable one is
+    /// read until the kernel has no more (up to `edgeReadBudget` bytes a turn).
+    let trigger: PollTrigger
+    let edgeReadBudget: Int
+    /// Edge-triggered connections that spent their read budget with input possibly left:
+    /// no new edge will report it, so the loop reads them again next turn.
+    var edgeRetry: [Connection] = []
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -77,6 +84,8 @@ final class EventLoop {
         self.poller = poller
         self.defaultIdleTimeouts = IdleTimeouts(engine.options)
         self.idleWatch = !defaultIdleTimeouts.isOff
+        self.trigger = engine.options.edgeTriggered ? .edge : .level
+        self.edgeReadBudget = engine.options.edgeTriggeredReadBudget
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -273,6 +282,7 @@ final class EventLoop {
                 beginStop()
                 break
             }
+            if !edgeRetry.isEmpty { retryEdgeReads() }
             if idleWatch { readClock() }
             runTimers()
         }

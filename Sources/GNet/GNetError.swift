@@ -37,6 +37,9 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case idleTimeout(IdleKind)
     /// The connection was used against its rules (what was wrong is said).
     case misuse(String)
+    /// The engine's poller cannot do what the options ask (`feature`), e.g. edge-triggered I/O
+    /// on a backend without it.
+    case unsupported(poller: String, feature: String)
     /// A dial found nothing listening at the address (the peer refused the connection, or no
     /// Unix socket exists at the path).
     case connectionRefused(String)
@@ -75,6 +78,8 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the connection was closed by its \(kind) timeout (no bytes \(kind == .read ? "read" : kind == .write ? "sent" : "either way") for that long); raise or turn off the timeout, or handle onIdle"
         case .misuse(let what):
             return what
+        case .unsupported(let poller, let feature):
+            return "poller \(poller) cannot do \(feature); choose a backend that can (epoll), or turn the option off"
         case .connectionRefused(let a):
             return "connection to \(a) refused: nothing listens there; start the server first, or check the address"
         case .unreachable(let a, let e):

@@ -70,7 +70,7 @@ extension EventLoop {
     /// time the iteration took to process its events (the timers could not have run meanwhile
     /// anyway).
     final func nextTimeout() -> PollTimeout {
-        if inbox.hasPending { return .now }
+        if inbox.hasPending || !edgeRetry.isEmpty { return .now }
         guard let next = timers.next else { return .block }
         let d = next - (idleWatch ? now : .now)
         return d <= .zero ? .now : .after(d)
