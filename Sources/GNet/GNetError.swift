@@ -79,7 +79,7 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
         case .misuse(let what):
             return what
         case .unsupported(let poller, let feature):
-            return "poller \(poller) cannot do \(feature); choose a backend that can (epoll), or turn the option off"
+            return "poller \(poller) cannot do \(feature); choose a backend that can (epoll, or libevent on epoll or kqueue), or turn the option off"
         case .connectionRefused(let a):
             return "connection to \(a) refused: nothing listens there; start the server first, or check the address"
         case .unreachable(let a, let e):

@@ -55,7 +55,7 @@ public struct Options: Sendable {
     /// socket once per change, and the loop reads it until the kernel has no more, up to
     /// `edgeTriggeredReadBudget` bytes per turn, then serves the loop's other connections before
     /// reading on. Fewer wakeups for connections that stream; the same behaviour otherwise.
-    /// Only backends that can (epoll) take it: `Engine.start()` throws `GNetError.unsupported`
+    /// Only backends that can (epoll; libevent on epoll or kqueue) take it: `Engine.start()` throws `GNetError.unsupported`
     /// on the others. Default false (level-triggered).
     public var edgeTriggered: Bool = false
 
