@@ -89,15 +89,16 @@ def mib(n):
 class Server:
     """One example server started by this script, on a free port."""
 
-    def __init__(self, bin_dir, name, poller=None):
+    def __init__(self, bin_dir, name, poller=None, extra=()):
         self.name = name
-        self.label = f"{name} (poller={poller or 'default'})"
+        self.label = f"{name} (poller={poller or 'default'}{''.join(' ' + a for a in extra)})"
         path = os.path.join(bin_dir, name)
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{path} is missing or not executable; run `swift build` first")
         args = [path, "--host", "127.0.0.1", "--port", "0"]
         if poller:
             args += ["--poller", poller]
+        args += list(extra)
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
@@ -479,10 +480,10 @@ def half_closed_idle(server):
 # ---------------------------------------------------------------------------- main
 
 
-def run(bin_dir, name, poller, scenarios):
+def run(bin_dir, name, poller, scenarios, extra=()):
     """Starts one server, runs (label, function) scenarios against it in turn, stops it."""
     try:
-        server = Server(bin_dir, name, poller)
+        server = Server(bin_dir, name, poller, extra)
     except (RuntimeError, OSError) as e:
         check(f"start {name} (poller={poller or 'default'})", False, str(e))
         return
@@ -516,6 +517,12 @@ def main():
     ])
     for poller in ("libevent", "dispatch"):
         run(bin_dir, "gnet-echo", poller, [("(a) non-reader", lambda s: non_reader(s, "echo"))])
+    # Edge-triggered, on two loops balanced by connection count: the same guarantees.
+    run(bin_dir, "gnet-echo", None, [
+        ("(a) non-reader", lambda s: non_reader(s, "echo")),
+        ("(b) slow reader", slow_reader),
+        ("(c) half-closed non-reader", half_closed_idle),
+    ], extra=("--edge-triggered", "--loops", "2", "--lb", "least-connections"))
     run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
     run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
     passed = sum(1 for _, ok, _ in results if ok)
