@@ -480,6 +480,28 @@ def half_closed_idle(server):
 # ---------------------------------------------------------------------------- main
 
 
+def dial_client(bin_dir):
+    """Returns a scenario running gnet-dial (the client example) against the server."""
+    def scenario(server):
+        path = os.path.join(bin_dir, "gnet-dial")
+        args = [path, f"tcp://127.0.0.1:{server.port}", "--connections", "50", "--rounds", "10", "--loops", "2"]
+        p = subprocess.run(args, capture_output=True, timeout=60)
+        out = p.stdout.decode(errors="replace").strip()
+        check(f"gnet-dial, {server.label}", p.returncode == 0 and out.startswith("50 of 50 connections"),
+              f"exit {p.returncode}: {out} {p.stderr.decode(errors='replace').strip()}")
+        # A port nobody listens on: a typed refusal, exit status 1, at once.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        started = time.monotonic()
+        p = subprocess.run([path, f"tcp://127.0.0.1:{closed}"], capture_output=True, timeout=30)
+        err = p.stderr.decode(errors="replace").strip()
+        took = time.monotonic() - started
+        check("gnet-dial to a closed port", p.returncode == 1 and "refused" in err and took < 5,
+              f"exit {p.returncode} after {took:.1f} s: {err}")
+    return scenario
+
+
 def run(bin_dir, name, poller, scenarios, extra=()):
     """Starts one server, runs (label, function) scenarios against it in turn, stops it."""
     try:
@@ -522,6 +544,7 @@ def main():
         ("(a) non-reader", lambda s: non_reader(s, "echo")),
         ("(b) slow reader", slow_reader),
         ("(c) half-closed non-reader", half_closed_idle),
+        ("gnet-dial", dial_client(bin_dir)),
     ], extra=("--edge-triggered", "--loops", "2", "--lb", "least-connections"))
     run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
     run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
