@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Poller", targets: ["Poller"]),
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
+        .library(name: "GNetMetrics", targets: ["GNetMetrics"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
     ],
     targets: [
         // The contract every backend implements. No platform code.
@@ -56,6 +58,11 @@ let package = Package(
         .target(
             name: "GNetWorkerPool",
             dependencies: ["GNet", "GNetLocks", "CGNetLinux", .product(name: "DequeModule", package: "swift-collections")]
+        ),
+        // The loops' statistics published through swift-metrics.
+        .target(
+            name: "GNetMetrics",
+            dependencies: ["GNet", "GNetLocks", .product(name: "CoreMetrics", package: "swift-metrics")]
         ),
         // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
         // the test targets and by the conformance suite (which the gnet-conformance tool runs
@@ -134,6 +141,10 @@ let package = Package(
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
         .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
+        .testTarget(
+            name: "GNetMetricsTests",
+            dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
+        ),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
             name: "GNetWorkerPoolTests",
