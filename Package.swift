@@ -89,7 +89,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "gnet-echo",
-            dependencies: ["GNet", "GNetCodec", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["GNet", "GNetCodec", "GNetMetrics", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
         ),
         // An echo client on GNet's Client: dials, pings, checks every byte.
