@@ -107,6 +107,8 @@ done
 # The codec path (GNetCodec's length-field frames, `gnet-echo --framed`), on the first backend:
 # compared with the plain echo on the same backend in the same run.
 ECHO_SERVERS+=("gnet-echo-framed/${POLLERS%% *}")
+# The plain echo with loop statistics, busy time and their publication on (`gnet-echo --metrics`).
+ECHO_SERVERS+=("gnet-echo-metrics/${POLLERS%% *}")
 ECHO_SERVERS+=(nio-echo c-echo)
 HTTP_SERVERS+=(nio-http nio-http-raw c-http)
 REDIS_SERVERS+=(redis-server)
