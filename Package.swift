@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
         .library(name: "GNetMetrics", targets: ["GNetMetrics"]),
+        .library(name: "GNetAsync", targets: ["GNetAsync"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -17,6 +18,7 @@ let package = Package(
         .executable(name: "gnet-redis", targets: ["gnet-redis"]),
         .executable(name: "gnet-kv", targets: ["gnet-kv"]),
         .executable(name: "gnet-dial", targets: ["gnet-dial"]),
+        .executable(name: "gnet-echo-async", targets: ["gnet-echo-async"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -59,6 +61,12 @@ let package = Package(
             name: "GNetWorkerPool",
             dependencies: ["GNet", "GNetLocks", "CGNetLinux", .product(name: "DequeModule", package: "swift-collections")]
         ),
+        // Connections for async code: accepted as an AsyncSequence, input as chunks with
+        // backpressure, writes that wait for the peer.
+        .target(
+            name: "GNetAsync",
+            dependencies: ["GNet", "GNetLocks", .product(name: "DequeModule", package: "swift-collections")]
+        ),
         // The loops' statistics published through swift-metrics.
         .target(
             name: "GNetMetrics",
@@ -91,6 +99,12 @@ let package = Package(
             name: "gnet-echo",
             dependencies: ["GNet", "GNetCodec", "GNetMetrics", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
+        ),
+        // The echo server on GNetAsync: a task per connection.
+        .executableTarget(
+            name: "gnet-echo-async",
+            dependencies: ["GNet", "GNetAsync", "GNetLocks", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/EchoAsync"
         ),
         // An echo client on GNet's Client: dials, pings, checks every byte.
         .executableTarget(
@@ -145,6 +159,7 @@ let package = Package(
             name: "GNetMetricsTests",
             dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
+        .testTarget(name: "GNetAsyncTests", dependencies: ["GNetAsync", "GNet", "GNetConformance", "GNetLocks", "TestSupport"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
             name: "GNetWorkerPoolTests",
