@@ -188,13 +188,17 @@ def variants_section(rows):
     (`gnet-echo-framed`, target >= 0.9x) and the metrics-on echo (`gnet-echo-metrics`, target 1x)."""
     echo = [(sc, srv) for (cat, sc, srv) in rows if cat == "echo"]
     lines = []
-    for variant, what in (("gnet-echo-framed", "length-field framed echo (GNetCodec)"),
-                          ("gnet-echo-metrics", "echo with loop statistics, busy time and GNetMetrics on")):
+    same_backend = lambda srv: "gnet-echo/" + srv.split("/", 1)[1]
+    for variant, what, baseline in (
+            ("gnet-echo-framed", "length-field framed echo (GNetCodec) vs the plain echo", same_backend),
+            ("gnet-echo-metrics", "echo with loop statistics, busy time and GNetMetrics on vs the plain echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs the callback echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs SwiftNIO's NIOAsyncChannel echo", lambda srv: "nio-async-echo")):
         pairs = []
         for sc, srv in echo:
             if not srv.startswith(variant + "/"):
                 continue
-            plain = rows.get(("echo", sc, "gnet-echo/" + srv.split("/", 1)[1]))
+            plain = rows.get(("echo", sc, baseline(srv)))
             row = rows[("echo", sc, srv)]
             if plain and plain["ok"] and row["ok"] and plain["rate"] and row["rate"]:
                 pairs.append((sc, srv, row["rate"] / plain["rate"],
@@ -202,9 +206,9 @@ def variants_section(rows):
         if not pairs:
             continue
         if not lines:
-            lines += ["## Echo variants against the plain echo", "",
-                      "The same backend, the same run: *rate ratio* (and per-CPU-s ratio) of each variant to "
-                      "`gnet-echo` in each scenario, and their geometric mean.", ""]
+            lines += ["## Echo variants", "",
+                      "The same run: *rate ratio* (and per-CPU-s ratio) of each variant to its baseline in each "
+                      "scenario, and their geometric mean.", ""]
         lines += [f"### {what}", "", "| scenario | server | rate ratio | per-CPU-s ratio |", "|---|---|--:|--:|"]
         for sc, srv, r, c in pairs:
             lines.append(f"| {sc} | {srv} | {r:.2f}x | {'—' if c is None else f'{c:.2f}x'} |")
