@@ -44,7 +44,10 @@ run_echo() {
     for scenario in "${ECHO_SCENARIOS[@]}"; do
         read -r name conns size depth <<<"$scenario"
         mapfile -t order < <(rotate $((ROUND - 1)) "${ECHO_SERVERS[@]}")
-        for server in "${order[@]}"; do echo_run "$name" "$conns" "$size" "$depth" "$server"; done
+        for server in "${order[@]}"; do
+            is_variant "$server" && [[ $VARIANT_SCENARIOS != *" $name "* ]] && continue
+            echo_run "$name" "$conns" "$size" "$depth" "$server"
+        done
     done
 }
 
