@@ -13,13 +13,13 @@
 # and --warnings-as-errors: an unresolved ``link``, a malformed parameter list or a broken
 # topic group makes the script exit non-zero. No package plugin and no network.
 #
-# Catalogues: GNet. The example
+# Catalogues: GNet, GNetCodec, GNetWorkerPool, GNetAsync, GNetMetrics, Poller. The example
 # servers, the conformance library and the test helpers are not documented here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 
-all_modules=(GNet)
+all_modules=(GNet GNetCodec GNetWorkerPool GNetAsync GNetMetrics Poller)
 if (($#)); then modules=("$@"); else modules=("${all_modules[@]}"); fi
 for m in "${modules[@]}"; do
     [ -d "Sources/$m/$m.docc" ] || { echo "docs: no catalogue Sources/$m/$m.docc" >&2; exit 2; }
