@@ -11,7 +11,9 @@
 # so it never disturbs .build), with the compiler emitting each module's symbol graph as it
 # compiles; then the toolchain's `docc convert` per catalogue, with that module's graphs only,
 # and --warnings-as-errors: an unresolved ``link``, a malformed parameter list or a broken
-# topic group makes the script exit non-zero. No package plugin and no network.
+# topic group makes the script exit non-zero. Then every sample on the pages that is a whole
+# program (starts with an import) is type-checked against the built modules. No package
+# plugin and no network.
 #
 # Catalogues: GNet, GNetCodec, GNetWorkerPool, GNetAsync, GNetMetrics, Poller. The example
 # servers, the conformance library and the test helpers are not documented here.
@@ -84,6 +86,37 @@ for m in "${modules[@]}"; do
         failed+=("$m")
     fi
 done
+
+# The samples are code: every ```swift block of a catalogue that starts with an import is a
+# whole program, type-checked against the modules just built. (Blocks that do not start with
+# one are fragments of the page's earlier samples, and are not checked.)
+samples="$scratch/samples"
+rm -rf "$samples" && mkdir -p "$samples"
+for m in "${modules[@]}"; do
+    python3 - "Sources/$m/$m.docc" "$samples" <<'PY'
+import pathlib, re, sys
+catalogue, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for page in sorted(catalogue.glob("*.md")):
+    for i, block in enumerate(re.findall(r"^```swift\n(.*?)^```", page.read_text(), re.S | re.M)):
+        if block.startswith("import "):
+            (out / f"{catalogue.stem}-{page.stem}-{i}.swift").write_text(block)
+PY
+done
+modules_dir="$scratch/debug/Modules"
+checked=0
+for f in "$samples"/*.swift; do
+    [ -e "$f" ] || continue
+    if ! swiftc -typecheck -I "$modules_dir" -module-cache-path "$scratch/sample-module-cache" \
+        -Xcc -fmodule-map-file="$scratch/debug/CGNetLinux.build/module.modulemap" \
+        -Xcc -fmodule-map-file=Sources/CLibevent/module.modulemap \
+        "$f" >"$f.log" 2>&1; then
+        cat "$f.log" >&2
+        echo "docs: the sample $f (from its catalogue page) does not compile" >&2
+        failed+=("$(basename "$f" .swift)")
+    fi
+    checked=$((checked + 1))
+done
+echo "docs: $checked samples type-checked"
 
 echo "docs: $(( $(date +%s) - started )) s"
 if ((${#failed[@]})); then
