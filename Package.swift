@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "ExampleSupport",
             dependencies: [
-                "GNet", .product(name: "Logging", package: "swift-log"),
+                "GNet", "GNetTLS", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/Support"
