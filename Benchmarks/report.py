@@ -20,6 +20,7 @@ CATEGORIES = OrderedDict(
         ("echo", {"title": "Echo", "unit": "msgs", "refs": ["nio-echo", "c-echo"]}),
         ("udp", {"title": "UDP echo (datagrams)", "unit": "dgrams", "refs": ["nio-udp-echo", "c-udp-echo"]}),
         ("http", {"title": "HTTP/1.1 plaintext", "unit": "req", "refs": ["nio-http", "nio-http-raw", "c-http"]}),
+        ("https", {"title": "HTTPS (TLS) and handshakes", "unit": "req", "refs": ["nio-https"]}),
         ("redis", {"title": "Redis protocol (RESP2)", "unit": "req", "refs": ["redis-server"]}),
     ]
 )
