@@ -103,12 +103,17 @@ for page in sorted(catalogue.glob("*.md")):
 PY
 done
 modules_dir="$scratch/debug/Modules"
+# The C modules the Swift ones import: system libraries' module maps, and the ones SwiftPM
+# generated for C targets.
+module_maps=()
+for map in Sources/*/module.modulemap "$scratch"/debug/*.build/module.modulemap; do
+    if [ -e "$map" ]; then module_maps+=(-Xcc "-fmodule-map-file=$map"); fi
+done
 checked=0
 for f in "$samples"/*.swift; do
     [ -e "$f" ] || continue
     if ! swiftc -typecheck -I "$modules_dir" -module-cache-path "$scratch/sample-module-cache" \
-        -Xcc -fmodule-map-file="$scratch/debug/CGNetLinux.build/module.modulemap" \
-        -Xcc -fmodule-map-file=Sources/CLibevent/module.modulemap \
+        "${module_maps[@]}" \
         "$f" >"$f.log" 2>&1; then
         cat "$f.log" >&2
         echo "docs: the sample $f (from its catalogue page) does not compile" >&2
