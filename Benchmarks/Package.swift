@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-gnet-benchmarks",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "nio-echo", targets: ["nio-echo"]),
         .executable(name: "nio-async-echo", targets: ["nio-async-echo"]),
@@ -35,6 +34,7 @@ let package = Package(
                 "NIOBenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

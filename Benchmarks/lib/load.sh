@@ -3,14 +3,14 @@
 # Sourced by run.sh, whose settings (paths, durations, cores) it uses.
 
 # ---- echo ------------------------------------------------------------------------------------
-echo_run() {   # scenario conns size depth server
-    local scenario=$1 conns=$2 size=$3 depth=$4 server=$5 note
+echo_run() {   # scenario conns size depth server [category]
+    local scenario=$1 conns=$2 size=$3 depth=$4 server=$5 category=${6:-echo} note
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then
-        record echo "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
+        record "$category" "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
         return
     fi
-    local out=$RAW/echo-$scenario-${server//\//_}-r$ROUND.txt
+    local out=$RAW/$category-$scenario-${server//\//_}-r$ROUND.txt
     local c0 c1 t0 t1 rc
     c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
     timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CPU" "$LOADGEN" --host 127.0.0.1 --port "$SERVER_PORT" \
@@ -29,14 +29,14 @@ echo_run() {   # scenario conns size depth server
         local why="loadgen exit $rc"
         ((rc == 124)) && why="loadgen timed out"
         ((crashed)) && why="server died; $why"
-        record echo "$scenario" "$server" fail "note=$why: $(first_error "$out")"
-        say "echo r$ROUND $scenario $server: FAILED ($why)"
+        record "$category" "$scenario" "$server" fail "note=$why: $(first_error "$out")"
+        say "$category r$ROUND $scenario $server: FAILED ($why)"
         return
     fi
-    record echo "$scenario" "$server" ok "rate=$rate" "work=$(result_field "$out" total_msgs)" \
+    record "$category" "$scenario" "$server" ok "rate=$rate" "work=$(result_field "$out" total_msgs)" \
         "cpu_s=$cpu" "wall_s=$wall" "p50_us=$(result_field "$out" p50_us)" \
         "p99_us=$(result_field "$out" p99_us)" "p999_us=$(result_field "$out" p999_us)"
-    say "echo r$ROUND $scenario $server: $rate msgs/s, server CPU ${cpu}s of ${wall}s"
+    say "$category r$ROUND $scenario $server: $rate msgs/s, server CPU ${cpu}s of ${wall}s"
 }
 
 run_echo() {
@@ -48,6 +48,16 @@ run_echo() {
             is_variant "$server" && [[ $VARIANT_SCENARIOS != *" $name "* ]] && continue
             echo_run "$name" "$conns" "$size" "$depth" "$server"
         done
+    done
+}
+
+# TLS echo: the echo scenarios through TLS (loadgen --tls), GNetTLS against swift-nio-ssl.
+run_tls() {
+    local scenario name conns size depth server order
+    for scenario in "${TLS_SCENARIOS[@]}"; do
+        read -r name conns size depth <<<"$scenario"
+        mapfile -t order < <(rotate $((ROUND - 1)) "${TLS_SERVERS[@]}")
+        for server in "${order[@]}"; do echo_run "$name" "$conns" "$size" "$depth" "$server" tls; done
     done
 }
 
