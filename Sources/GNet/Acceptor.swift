@@ -7,10 +7,17 @@ final class Listener {
     let fd: Int32
     let address: ListenAddress
     let bound: SocketAddress
-    /// Paused after an accept failure that would repeat at once; resumed by a timer.
+    /// Paused after an accept failure that would repeat at once; resumed by a timer. A
+    /// datagram socket is paused by `Connection.pauseReading()`.
     var paused = false
-    /// Accept trouble, logged at most once per `RateLimitedLog.interval`.
+    /// Accept trouble (or a datagram socket's errors), logged at most once per
+    /// `RateLimitedLog.interval`.
     var trouble = RateLimitedLog()
+    /// For a datagram socket, the one connection through which its datagrams are handled
+    /// (made when the loop registers its listeners); nil for a stream listener.
+    var datagram: Connection? = nil
+    /// Datagrams dropped as larger than `Options.readBufferCapacity`, logged rate-limited.
+    var truncations = RateLimitedLog()
 
     init(fd: Int32, address: ListenAddress, bound: SocketAddress) {
         self.fd = fd
@@ -60,9 +67,9 @@ extension EventLoop {
                 // least-connections balancer sees the rest of a burst land elsewhere.
                 peers[target].connectionCount.add(1, ordering: .relaxed)
                 if target == index {
-                    adopt(fd, remote: remote, listener: l.bound)
+                    adopt(fd, remote: remote, listener: l.bound, network: l.address.network)
                 } else {
-                    peers[target].enqueue(.adopt(fd: fd, remote: remote, listener: l.bound))
+                    peers[target].enqueue(.adopt(fd: fd, remote: remote, listener: l.bound, network: l.address.network))
                 }
             case .wouldBlock:
                 return
@@ -129,7 +136,7 @@ extension EventLoop {
 
     /// Takes ownership of an accepted socket: options, registration, `onOpen`. The acceptor
     /// has already counted it in `inbox.connectionCount`.
-    final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
+    final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?, network: Network) {
         if stopping {
             inbox.connectionCount.subtract(1, ordering: .relaxed)
             _ = closeDescriptor(fd)
@@ -137,7 +144,7 @@ extension EventLoop {
         }
         nextGeneration &+= 1
         if nextGeneration == Self.listenerGeneration { nextGeneration = 1 }
-        let c = Connection(fd: fd, generation: nextGeneration, loop: self, remote: remote, listener: listener)
+        let c = Connection(fd: fd, generation: nextGeneration, loop: self, remote: remote, listener: listener, network: network)
         applySocketOptions(c, tcp: remote?.family != .unix)
         do {
             try poller.register(fd, interest: .read, token: PollToken(fd: fd, generation: c.generation))

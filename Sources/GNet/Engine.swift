@@ -232,12 +232,23 @@ public final class Engine: Sendable {
     }
 
     /// Opens the listeners: one per loop with `SO_REUSEPORT`, or one on the first loop
-    /// (which accepts for all). Returns the bound address of each `listenAddresses` entry.
+    /// (which accepts for all). A `udp` address always gets one socket per loop (with more
+    /// than one loop, `SO_REUSEPORT`): there is nothing to accept and hand over, and so every
+    /// loop serves datagrams. Returns the bound address of each `listenAddresses` entry.
     private func bindListeners(_ runners: [LoopRunner]) throws -> [SocketAddress] {
         var bound: [SocketAddress] = []
+        let interface = try options.multicastInterface.map { name throws(GNetError) in try Socket.interfaceIndex(name) } ?? 0
+        func open(_ address: ListenAddress, reusePort: Bool) throws -> Int32 {
+            guard address.network.isDatagram else {
+                return try Socket.listen(address, reusePort: reusePort, backlog: options.backlog)
+            }
+            return try Socket.bindDatagram(
+                address, reusePort: reusePort, interfaceIndex: interface,
+                receiveBuffer: options.socketReceiveBuffer, sendBuffer: options.socketSendBuffer)
+        }
         for address in listenAddresses {
-            let perLoop = runners.count > 1 && options.reusePort && address.network != .unix
-            let fd = try Socket.listen(address, reusePort: perLoop, backlog: options.backlog)
+            let perLoop = runners.count > 1 && (address.network.isDatagram || (options.reusePort && address.network != .unix))
+            let fd = try open(address, reusePort: perLoop)
             let actual = Socket.localAddress(fd) ?? address.address
             runners[0].base.listeners.append(Listener(fd: fd, address: address, bound: actual))
             bound.append(actual)
@@ -245,7 +256,7 @@ public final class Engine: Sendable {
             var same = address
             same.address = address.address.withPort(actual.port ?? 0)
             for r in runners.dropFirst() {
-                let fd = try Socket.listen(same, reusePort: true, backlog: options.backlog)
+                let fd = try open(same, reusePort: true)
                 r.base.listeners.append(Listener(fd: fd, address: same, bound: actual))
             }
         }
@@ -352,6 +363,18 @@ public final class Engine: Sendable {
     /// The bound address of each listen address, in order (with the real port where port 0
     /// was asked for). Empty before `start()`.
     public var addresses: [SocketAddress] { state.withLock { $0.bound } }
+
+    /// The bound addresses with their networks (`udp://127.0.0.1:9001`, `tcp://…`), in the
+    /// order of `listenAddresses`. Empty before `start()`.
+    public var boundAddresses: [ListenAddress] {
+        zip(listenAddresses, addresses).map { ListenAddress(network: $0.network, address: $1, original: $0.original) }
+    }
+
+    /// Datagrams dropped across all loops because they were larger than
+    /// `Options.readBufferCapacity` (see `EventHandler.onTruncatedDatagram`).
+    public var truncatedDatagrams: Int {
+        state.withLock { $0.inboxes }.reduce(0) { $0 + $1.truncatedDatagrams.load(ordering: .relaxed) }
+    }
 
     /// Open connections across all loops.
     public var connectionCount: Int {

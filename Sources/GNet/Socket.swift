@@ -22,24 +22,28 @@ enum Socket {
             } else {
                 try removeStaleUnixSocket(address)
             }
-            let rc = address.address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
-            if rc != 0 {
-                let e = errno
-                if e == EADDRINUSE { throw GNetError.addressInUse(address.original) }
-                if e == EADDRNOTAVAIL {
-                    throw GNetError.invalidAddress(address.original, reason: "no local interface has that address")
-                }
-                if e == EACCES {
-                    throw GNetError.invalidAddress(address.original, reason: "permission denied (ports below 1024 need privileges)")
-                }
-                throw SystemError("bind(\(address.original))", errno: e)
-            }
+            try bind(fd, address)
             _ = try sysCall("listen(\(address.original))") { Glibc.listen(fd, Int32(clamping: backlog)) }
             return fd
         } catch {
             Glibc.close(fd)
             throw error
         }
+    }
+
+    /// Binds `fd` to `address`, translating the usual failures into errors that say what to fix.
+    static func bind(_ fd: Int32, _ address: ListenAddress) throws {
+        let rc = address.address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
+        guard rc != 0 else { return }
+        let e = errno
+        if e == EADDRINUSE { throw GNetError.addressInUse(address.original) }
+        if e == EADDRNOTAVAIL {
+            throw GNetError.invalidAddress(address.original, reason: "no local interface has that address")
+        }
+        if e == EACCES {
+            throw GNetError.invalidAddress(address.original, reason: "permission denied (ports below 1024 need privileges)")
+        }
+        throw SystemError("bind(\(address.original))", errno: e)
     }
 
     /// A socket file left by a server that died is removed; a live one is an address in use.
