@@ -72,6 +72,8 @@ public final class Connection {
     /// `onTraffic` stopped re-offering buffered input because output backed up; offer it
     /// again when the connection turns writable.
     var trafficDeferred = false
+    /// Queued in the loop's `edgeRetry` (edge-triggered only).
+    var edgeRetryQueued = false
     /// While draining: when output last made progress (the close deadline counts from here).
     var lastProgress = ContinuousClock.Instant.now
     /// Idle timeouts (`EventLoop+Idle.swift`): when bytes were last read and sent (the loop's

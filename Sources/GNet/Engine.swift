@@ -90,14 +90,21 @@ public final class Engine: Sendable {
         var injectedThreadFailure: Int? = nil
     }
     private let state = Monitor(State())
+    /// The round-robin turn of dials without a chosen loop.
+    let dialTurn = Atomic<Int>(0)
 
     /// Checks `options` and parses `addresses`. Throws `GNetError` saying what to fix:
     /// an unparsable address, an invalid option, an unknown poller.
-    public init(handler: any EventHandler, addresses: [String], options: Options = Options()) throws {
-        try options.validate()
+    public convenience init(handler: any EventHandler, addresses: [String], options: Options = Options()) throws {
         guard !addresses.isEmpty else {
-            throw GNetError.invalidAddress("", reason: "no address given")
+            throw GNetError.invalidAddress("", reason: "no address given (a Client dials without listening)")
         }
+        try self.init(handler: handler, listening: addresses, options: options)
+    }
+
+    /// An engine listening on `addresses`, none for a `Client`.
+    init(handler: any EventHandler, listening addresses: [String], options: Options) throws {
+        try options.validate()
         self.listenAddresses = try addresses.map { try ListenAddress(parsing: $0) }
         self.poller = try PollerKind.resolve(options.poller)
         self.handler = handler
@@ -179,6 +186,9 @@ public final class Engine: Sendable {
         let bound: [SocketAddress]
         do {
             for i in 0..<options.loops { runners.append(try poller.makeLoop(index: i, engine: self)) }
+            if options.edgeTriggered && !runners[0].base.poller.capabilities.edgeTriggered {
+                throw GNetError.unsupported(poller: poller.name, feature: "edge-triggered I/O (Options.edgeTriggered)")
+            }
             bound = try bindListeners(runners)
             let inboxes = runners.map(\.base.inbox)
             for r in runners {
@@ -353,6 +363,14 @@ public final class Engine: Sendable {
             return s.loopsEndedWaiters
         }
         for k in waiters { k.resume() }
+    }
+
+    /// The loops that take dials, or none with whether that is because the engine stopped.
+    func dialTargets() -> (inboxes: [LoopInbox], stopped: Bool) {
+        state.withLock { s in
+            guard s.phase == .started, !s.stopRequested else { return ([], s.stopRequested) }
+            return (s.inboxes, false)
+        }
     }
 
     /// Test hook: the next `start()` fails as if the thread of loop `index` could not be created.

@@ -34,6 +34,8 @@ final class EventLoop {
     /// Connections by descriptor.
     @exclusivity(unchecked) var connections: [Connection?] = []
     var connectionCount = 0
+    /// Dials whose connect is in progress, by descriptor (`Dialer.swift`).
+    var dialing: [Int32: PendingDial] = [:]
     var listeners: [Listener] = []
     /// Every loop's inbox, for handing accepted sockets to other loops.
     var peers: [LoopInbox] = []
@@ -69,6 +71,13 @@ final class EventLoop {
     @exclusivity(unchecked) var idleWatch = false
     /// `Options.idleTimeout` and its read and write variants.
     let defaultIdleTimeouts: IdleTimeouts
+    /// `Options.edgeTriggered`: how connections are registered, and whether a readable one is
+    /// read until the kernel has no more (up to `edgeReadBudget` bytes a turn).
+    let trigger: PollTrigger
+    let edgeReadBudget: Int
+    /// Edge-triggered connections that spent their read budget with input possibly left:
+    /// no new edge will report it, so the loop reads them again next turn.
+    var edgeRetry: [Connection] = []
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -80,6 +89,8 @@ final class EventLoop {
         self.poller = poller
         self.defaultIdleTimeouts = IdleTimeouts(engine.options)
         self.idleWatch = !defaultIdleTimeouts.isOff
+        self.trigger = engine.options.edgeTriggered ? .edge : .level
+        self.edgeReadBudget = engine.options.edgeTriggeredReadBudget
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -107,7 +118,9 @@ final class EventLoop {
             return
         }
         guard fd < connections.count, let c = connections[fd], c.generation == token.generation else {
-            return // an event of an earlier registration of this descriptor
+            // A dial in progress, or an event of an earlier registration of this descriptor.
+            if !dialing.isEmpty { dialReady(token, events) }
+            return
         }
         if !events.isDisjoint(with: [.reset, .error]) {
             socketFailed(c, events)
@@ -186,6 +199,8 @@ final class EventLoop {
             inbox.tookAsyncWrite(bytes)
             let result = sendHandleDatagram(fd, peer, buffers)
             completion?(result)
+        case .dial(let request):
+            startDial(request)
         case .stop:
             beginStop()
         case .run(let body):
@@ -203,6 +218,7 @@ final class EventLoop {
         guard !stopping else { return }
         stopping = true
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         for case let c? in connections where c.state == .open { requestClose(c, .orderly) }
         if connectionCount > 0 { schedule(after: options.shutdownTimeout, .stopDeadline) }
     }
@@ -244,6 +260,7 @@ final class EventLoop {
     /// task, and drop scheduled closures still pending.
     final func tearDown() {
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
         for task in inbox.close() {
             if case .run(let body) = task { body() } else { task.abandon() }
@@ -280,6 +297,7 @@ final class EventLoop {
                 beginStop()
                 break
             }
+            if !edgeRetry.isEmpty { retryEdgeReads() }
             if idleWatch { readClock() }
             runTimers()
         }

@@ -19,6 +19,8 @@ enum LoopTask: Sendable {
     /// Send a datagram from the datagram socket `fd` to `peer` (`ConnectionHandle.write` on a
     /// datagram connection); `bytes` is the buffers' total.
     case sendDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
+    case dial(DialRequest)
     /// Stop: close listeners, flush and close connections, end the loop.
     case stop
     /// Run a closure on the loop thread (`EventLoopHandle.execute`, and the engine's own).
@@ -33,6 +35,8 @@ enum LoopTask: Sendable {
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _, _):
             _ = closeDescriptor(fd)
+        case .dial(let request):
+            request.abandon(GNetError.engineStopped)
         case .schedule(let task):
             task.finish(.dropped)
         case .abort, .stop, .run:

@@ -70,6 +70,19 @@ public struct Options: Sendable {
     /// Call `onTick` periodically on the first loop. Default off.
     public var ticker: Bool = false
 
+    /// Register connections edge-triggered (gnet's `EdgeTriggeredIO`): the poller reports a
+    /// socket once per change, and the loop reads it until the kernel has no more, up to
+    /// `edgeTriggeredReadBudget` bytes per turn, then serves the loop's other connections before
+    /// reading on. Fewer wakeups for connections that stream; the same behaviour otherwise.
+    /// Only backends that can (epoll; libevent on epoll or kqueue) take it: `Engine.start()` throws `GNetError.unsupported`
+    /// on the others. Default false (level-triggered).
+    public var edgeTriggered: Bool = false
+
+    /// With `edgeTriggered`, the most bytes one connection may read per loop turn, so a
+    /// fire-hose connection cannot starve the others on its loop. Default 1 MiB (gnet's
+    /// `EdgeTriggeredIOChunk`). At least `readBufferCapacity`.
+    public var edgeTriggeredReadBudget: Int = 1 << 20
+
     // MARK: Flow control
 
     /// Queued output (bytes the socket has not taken) above which a connection turns
@@ -155,6 +168,11 @@ public struct Options: Sendable {
         }
         if datagramBatchSize < 1 || datagramBatchSize > 1024 {
             throw .invalidOption(name: "datagramBatchSize", reason: "must be from 1 to 1024, got \(datagramBatchSize)")
+        }
+        if edgeTriggeredReadBudget < readBufferCapacity {
+            throw .invalidOption(
+                name: "edgeTriggeredReadBudget",
+                reason: "must be at least readBufferCapacity (\(readBufferCapacity)), got \(edgeTriggeredReadBudget)")
         }
         if backlog < 1 {
             throw .invalidOption(name: "backlog", reason: "must be at least 1, got \(backlog)")
