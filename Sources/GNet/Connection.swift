@@ -24,11 +24,15 @@ import Poller
 /// exactly that datagram (never split, never merged with another), `remoteAddress` its sender,
 /// `listenerAddress` the socket it arrived on. What the handler leaves unconsumed is dropped
 /// when `onTraffic` returns (datagrams are not a stream, so nothing is re-offered). Each
-/// `write`, `writev` or `write(reservingCapacity:)` sends exactly one datagram to the sender,
-/// at once (never gathered with another write; a zero-byte write sends an empty datagram);
-/// `sendTo(_:address:)` sends one to any address. A send that the socket refuses throws (a
-/// full send buffer is `SystemError` with `EAGAIN`: UDP does not queue, and the datagram was
-/// not sent); the socket serves on. `close()`, `abort(_:)` and returning `.close` do nothing
+/// `write`, `writev` or `write(reservingCapacity:)` sends exactly one datagram to the sender
+/// (never gathered with another write; a zero-byte write sends an empty datagram);
+/// `sendTo(_:address:)` sends one to any address. Inside `onTraffic` the datagrams are queued
+/// and sent together with one `sendmmsg` once the loop has handed over the whole receive
+/// batch (an echo of the input is not even copied); one the kernel refuses then is dropped and
+/// counted in `Engine.unsentDatagrams`. Elsewhere (a task on the loop, another connection's
+/// callback) a write is sent at once and throws the refusal (a full send buffer is
+/// `SystemError` with `EAGAIN`: UDP does not queue). Either way the socket serves on.
+/// `close()`, `abort(_:)` and returning `.close` do nothing
 /// (the socket is the engine's; `.shutdown` still stops the engine); idle timeouts do not
 /// apply (they throw `GNetError.misuse`); `pauseReading()` stops reading the socket.
 /// `context` belongs to the socket, shared by every sender. `handle` is a handle for the
@@ -308,10 +312,11 @@ public final class Connection {
 
     // MARK: Datagrams
 
-    /// Sends `bytes` as one datagram to `address`, from this datagram connection's socket, now.
-    /// Throws the send's error (a full send buffer is `SystemError` with `EAGAIN`: the datagram
-    /// was not sent), `GNetError.connectionClosed` once the engine has closed the socket, and
-    /// `GNetError.misuse` on a stream connection.
+    /// Sends `bytes` as one datagram to `address`, from this datagram connection's socket:
+    /// with the rest of the batch's answers when called in its `onTraffic`, else at once (see
+    /// the type's notes). Throws the send's error when sent at once (a full send buffer is
+    /// `SystemError` with `EAGAIN`: the datagram was not sent), `GNetError.connectionClosed`
+    /// once the engine has closed the socket, and `GNetError.misuse` on a stream connection.
     public func sendTo(_ bytes: UnsafeRawBufferPointer, address: SocketAddress) throws {
         try checkWritable()
         guard isDatagram else { throw Self.sendToOnStream }

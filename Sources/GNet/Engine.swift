@@ -394,6 +394,13 @@ public final class Engine: Sendable {
         state.withLock { $0.inboxes }.reduce(0) { $0 + $1.truncatedDatagrams.load(ordering: .relaxed) }
     }
 
+    /// Datagrams written by handlers during a receive batch that the kernel then refused to
+    /// send (a full send buffer, a queued ICMP error, too large), across all loops: they were
+    /// dropped. Writes outside a batch throw instead.
+    public var unsentDatagrams: Int {
+        state.withLock { $0.inboxes }.reduce(0) { $0 + $1.unsentDatagrams.load(ordering: .relaxed) }
+    }
+
     /// Open connections across all loops.
     public var connectionCount: Int {
         state.withLock { $0.inboxes }.reduce(0) { $0 + $1.connectionCount.load(ordering: .relaxed) }

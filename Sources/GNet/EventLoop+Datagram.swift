@@ -60,6 +60,14 @@ final class DatagramBatch {
 
     @inline(__always)
     func slot(_ i: Int) -> UnsafeMutableRawPointer { slots + i * slotSize }
+
+    /// Whether `bytes` lie within the slots (an echo of received input).
+    @inline(__always)
+    func holds(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let p = bytes.baseAddress else { return false }
+        let start = UnsafeRawPointer(slots)
+        return p >= start && p + bytes.count <= start + capacity * slotSize
+    }
 }
 
 /// Datagram sockets (`udp://`): each is a `Listener` of its loop with one `Connection` of its
@@ -71,6 +79,13 @@ final class DatagramBatch {
 /// the handler leaves unconsumed is dropped when the callback returns: datagrams are not a
 /// stream. More waiting datagrams are reported again by the (level-triggered) poller, after
 /// the loop has served everything else that is ready, so a busy socket cannot starve the loop.
+///
+/// Writes made during a batch's callbacks are not sent one by one: they are queued
+/// (`DatagramSendQueue`, without copying when they echo the input) and sent with one
+/// `sendmmsg` when the batch is done, so a batch of requests costs two system calls, not one per
+/// answer. A datagram the kernel refuses then is dropped, counted (`Engine.unsentDatagrams`)
+/// and logged rate-limited; the socket serves on. Outside a batch, a write is sent at once and
+/// throws the kernel's refusal.
 ///
 /// A datagram larger than its slot (`MSG_TRUNC`) is not passed on as if whole: it is counted
 /// (`Engine.truncatedDatagrams`), logged rate-limited, and reported by `onTruncatedDatagram`.
@@ -85,6 +100,7 @@ extension EventLoop {
                 network: l.address.network)
             if datagramBatch == nil {
                 datagramBatch = DatagramBatch(capacity: options.datagramBatchSize, slotSize: options.readBufferCapacity)
+                datagramSendQueue = DatagramSendQueue(capacity: max(64, 2 * options.datagramBatchSize))
             }
         }
     }
@@ -105,6 +121,12 @@ extension EventLoop {
             // ECONNREFUSED and kin: an earlier send's ICMP error, reported by this receive.
             datagramTrouble(l, error)
             return
+        }
+        guard n > 0 else { return }
+        batchOwner = c
+        defer {
+            batchOwner = nil
+            flushDatagrams(l, c)
         }
         for i in 0..<n {
             guard c.state == .open else { return } // the engine stopped during a callback
@@ -137,6 +159,20 @@ extension EventLoop {
         if action == .shutdown { engine.stop() }
     }
 
+    /// Sends what the handler wrote during the batch.
+    private final func flushDatagrams(_ l: Listener, _ c: Connection) {
+        guard let q = datagramSendQueue, q.count > 0 else { return }
+        guard c.state == .open else {
+            q.discard()
+            return
+        }
+        let (unsent, error) = q.flush(l.fd)
+        if unsent > 0 {
+            inbox.unsentDatagrams.add(unsent, ordering: .relaxed)
+            datagramTrouble(l, error ?? SystemError("sendmmsg", errno: EAGAIN))
+        }
+    }
+
     private final func datagramTrouble(_ l: Listener, _ error: any Error) {
         if let n = l.trouble.occurrence() {
             logger.info("a datagram socket reported an error; it keeps serving", metadata: [
@@ -163,17 +199,36 @@ extension EventLoop {
 
     // MARK: Sending
 
-    /// Sends `bytes` as one datagram to `address` from `c`'s socket, now. Throws the send's
-    /// `SystemError`; a full send buffer is `EAGAIN` (the datagram was not sent: UDP does not
+    /// Sends `bytes` as one datagram to `address` from `c`'s socket: queued for the end of
+    /// the batch while `c`'s batch is being handled, else now, throwing the send's
+    /// `SystemError` (a full send buffer is `EAGAIN`: the datagram was not sent; UDP does not
     /// queue).
     @inline(__always)
     final func sendDatagram(_ c: Connection, _ bytes: UnsafeRawBufferPointer, to address: SocketAddress) throws {
+        if batchOwner === c, let q = datagramSendQueue {
+            if datagramBatch!.holds(bytes) {
+                q.queue(inPlace: bytes, to: address)
+            } else {
+                let offset = q.arena.count
+                q.arena.append(bytes)
+                q.queue(arenaOffset: offset, length: bytes.count, to: address)
+            }
+            if q.isFull { flushDatagramsNow(c) }
+            return
+        }
         iovecs[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
         try sendDatagram(c, iovecCount: 1, to: address)
     }
 
     /// Sends `buffers` gathered into one datagram to `address`.
     final func sendDatagram(_ c: Connection, _ buffers: [[UInt8]], to address: SocketAddress) throws {
+        if batchOwner === c, let q = datagramSendQueue {
+            let offset = q.arena.count
+            for b in buffers { b.withUnsafeBytes { q.arena.append($0) } }
+            q.queue(arenaOffset: offset, length: q.arena.count - offset, to: address)
+            if q.isFull { flushDatagramsNow(c) }
+            return
+        }
         guard buffers.count <= iovecCapacity else {
             try sendDatagram(c, Array(buffers.joined()), to: address)
             return
@@ -204,10 +259,23 @@ extension EventLoop {
     final func sendDatagramInPlace(
         _ c: Connection, _ capacity: Int, to address: SocketAddress, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
     ) throws -> Int {
+        if batchOwner === c, let q = datagramSendQueue {
+            let offset = q.arena.count
+            let n = try q.arena.appendInPlace(reserving: capacity, body)
+            q.queue(arenaOffset: offset, length: n, to: address)
+            if q.isFull { flushDatagramsNow(c) }
+            return n
+        }
         defer { datagramScratch.reset(keepingCapacityUpTo: options.readBufferCapacity) }
         let n = try datagramScratch.appendInPlace(reserving: capacity, body)
         try sendDatagram(c, datagramScratch.readable, to: address)
         return n
+    }
+
+    /// The send queue filled up during a batch: send it now.
+    private final func flushDatagramsNow(_ c: Connection) {
+        guard let l = listeners.first(where: { $0.datagram === c }) else { return }
+        flushDatagrams(l, c)
     }
 
     /// A handle's write to a datagram peer (`ConnectionHandle.write` on a datagram connection).

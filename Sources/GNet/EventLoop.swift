@@ -54,7 +54,11 @@ final class EventLoop {
     let iovecCapacity = Int(cgnet_iov_max())
     /// The receive arrays of this loop's datagram sockets (made with the first one).
     var datagramBatch: DatagramBatch? = nil
-    /// Where `write(reservingCapacity:)` renders a datagram before it is sent.
+    /// Writes made during a receive batch, sent together when it is done.
+    var datagramSendQueue: DatagramSendQueue? = nil
+    /// The datagram connection whose receive batch is being handed to the handler.
+    var batchOwner: Connection? = nil
+    /// Where `write(reservingCapacity:)` renders a datagram sent outside a batch.
     var datagramScratch = ByteQueue()
 
     private(set) var stopping = false

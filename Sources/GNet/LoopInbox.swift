@@ -58,6 +58,8 @@ final class LoopInbox: Sendable {
     let connectionCount = Atomic<Int>(0)
     /// Datagrams this loop dropped because they were larger than `Options.readBufferCapacity`.
     let truncatedDatagrams = Atomic<Int>(0)
+    /// Datagrams written during a receive batch that the kernel refused when the batch was sent.
+    let unsentDatagrams = Atomic<Int>(0)
     /// Bytes of handle writes queued here and not yet taken by the loop.
     private let queuedWriteBytes = Atomic<Int>(0)
     /// `Options.asyncWriteLimit`.

@@ -16,6 +16,7 @@ enum UDPScenarios {
         Scenario("udp.mixed-tcp-udp-unix", .engine, run: mixedListeners),
         Scenario("udp.two-loops-reuseport", .engine, run: twoLoops),
         Scenario("udp.refused-replies-keep-serving", .engine, run: refusedReplies),
+        Scenario("udp.oversized-sends-counted", .engine, run: oversizedSends),
         Scenario("udp.handle", .engine, run: handles),
         Scenario("udp.stop-while-flowing", .engine, run: stopWhileFlowing),
     ]
@@ -359,6 +360,49 @@ enum UDPScenarios {
                     try expect(sameBytes(got, msg), "echo \(i) differs after refused replies")
                 }
             }
+        }
+        return nil
+    }
+
+    static func oversizedSends(_ kind: PollerKind) async throws -> Trace? {
+        // Per datagram: a 70,000-byte answer (more than UDP carries: EMSGSIZE), then the echo.
+        let handler = DatagramHandler { c in
+            _ = try? c.write(reservingCapacity: 70_000) { $0.count }
+            _ = try? c.next { try c.write($0) }
+            return .none
+        }
+        let kept = Locked<ConnectionHandle?>(nil)
+        let handleHandler = DatagramHandler { c in
+            kept.withLock { $0 = c.handle }
+            c.discard(c.inboundBuffered)
+            return .none
+        }
+        try await withDatagramEngine(kind, handler) { engine in
+            let server = engine.addresses[0]
+            try await onThread("oversized answers") {
+                let client = try UDPClient()
+                for i in 0..<10 {
+                    try client.send("n\(i)", to: server)
+                    let (got, _) = try client.receive("the echo \(i) after an oversized answer")
+                    try expect(got == Array("n\(i)".utf8), "echo \(i) was \(got)")
+                }
+            }
+            try await eventually("10 unsent datagrams counted") { engine.unsentDatagrams == 10 }
+        }
+        // Outside a batch the refusal is the write's own error.
+        try await withDatagramEngine(kind, handleHandler) { engine in
+            let client = try UDPClient()
+            try await onThread("one datagram") { try client.send("x", to: engine.addresses[0]) }
+            try await eventually("the handle") { kept.withLock { $0 } != nil }
+            let outcome = Locked<String?>(nil)
+            kept.withLock { $0 }!.write([UInt8](repeating: 1, count: 70_000)) { r in
+                let text: String
+                if case .failure(let e as SystemError) = r, e.errno == EMSGSIZE { text = "EMSGSIZE" } else { text = "\(r)" }
+                outcome.withLock { $0 = text }
+            }
+            try await eventually("the oversized handle write's completion") { outcome.withLock { $0 } != nil }
+            try expect(outcome.withLock { $0 } == "EMSGSIZE", "a 70,000-byte handle write completed with \(outcome.withLock { $0 } ?? "")")
+            try expect(engine.unsentDatagrams == 0, "a refused write outside a batch was counted as unsent")
         }
         return nil
     }
