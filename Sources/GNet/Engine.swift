@@ -233,7 +233,7 @@ public final class Engine: Sendable {
         if stopNow { for inbox in inboxes { inbox.enqueue(.stop) } }
         options.logger.info("gnet engine started", metadata: [
             "poller": "\(poller.name)", "loops": "\(options.loops)",
-            "addresses": "\(bound.map(\.description).joined(separator: " "))",
+            "addresses": "\(boundAddresses.map(\.description).joined(separator: " "))",
         ])
         let action = handler.onBoot(self)
         state.withLock { $0.bootThread = nil }

@@ -39,13 +39,14 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     /// The string as given.
     public var original: String
 
-    /// The address as a URL of its own network: `udp://127.0.0.1:9001`, `tcp6://[::1]:9000`,
-    /// `unix:///tmp/s.sock`.
+    /// The address as a URL: a stream address as `SocketAddress` prints it
+    /// (`tcp://127.0.0.1:9000`, `tcp6://[::1]:9000`, `unix:///tmp/s.sock`), a datagram one as
+    /// `udp://127.0.0.1:9001` or `udp6://[::1]:9001`.
     public var description: String {
+        guard network.isDatagram else { return address.description }
         switch address.family {
-        case .unix: return "unix://\(address.host)"
-        case .ipv4: return "\(network)://\(address.host):\(address.port ?? 0)"
-        case .ipv6: return "\(network)://[\(address.host)]:\(address.port ?? 0)"
+        case .ipv6: return "udp6://[\(address.host)]:\(address.port ?? 0)"
+        case .ipv4, .unix: return "udp://\(address.host):\(address.port ?? 0)"
         }
     }
 
