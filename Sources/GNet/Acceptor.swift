@@ -188,7 +188,9 @@ extension EventLoop {
         do {
             if tcp {
                 if options.tcpNoDelay { try c.setNoDelay(true) }
-                if let k = options.tcpKeepAlive { try c.setKeepAlive(k) }
+                if let k = options.tcpKeepAlive {
+                    try c.setKeepAlive(k, interval: options.tcpKeepAliveInterval, count: options.tcpKeepAliveCount)
+                }
             }
             if let b = options.socketReceiveBuffer { try c.setReceiveBuffer(b) }
             if let b = options.socketSendBuffer { try c.setSendBuffer(b) }

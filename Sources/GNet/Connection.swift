@@ -1,4 +1,5 @@
 import Glibc
+import GNetLocks
 import Poller
 
 /// One accepted connection, as its handler sees it.
@@ -99,8 +100,20 @@ public final class Connection {
     public let network: Network
     /// Whether this is a datagram socket's connection (`udp`), rather than a stream's.
     public let isDatagram: Bool
-    /// Anything the handler wants to keep with the connection (gnet's `Context`).
+    /// Anything the handler wants to keep with the connection (gnet's `Context`). Loop thread
+    /// only, like the connection; see `sharedContext` for state other threads use too.
     public var context: Any? = nil
+
+    /// A box for per-connection state that other threads read and write too (a worker
+    /// finishing a request, say): `Sendable`, locked. Made on first use; keep the box itself
+    /// where another thread can reach it (capture it with the connection's `handle`).
+    public var sharedContext: SharedContext {
+        if let s = shared { return s }
+        let s = SharedContext()
+        shared = s
+        return s
+    }
+    private var shared: SharedContext? = nil
 
     init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?, network: Network) {
         self.fd = fd
@@ -174,15 +187,21 @@ public final class Connection {
     /// How many received bytes are buffered and not yet consumed.
     public var inboundBuffered: Int { lent.count > 0 ? lent.count : inbound.count }
 
+    /// `readable` for the inlinable lenders below: one call, no generic context, so that a
+    /// handler's closure is specialised and inlined in its own module.
+    @usableFromInline var inboundView: UnsafeRawBufferPointer { readable }
+
     /// Lends every buffered input byte. Nothing is consumed; call `discard(_:)` after.
+    @inlinable
     public func withInbound<R>(_ body: (RawSpan) throws -> R) rethrows -> R {
-        try body(readable.bytes)
+        try body(inboundView.bytes)
     }
 
     /// Lends the buffered input as an unsafe pointer, for code that needs one (parsers in C).
     /// The pointer is valid only inside `body`. Nothing is consumed.
+    @inlinable
     public func withUnsafeInboundBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(readable)
+        try body(inboundView)
     }
 
     /// Lends the first `n` buffered bytes without consuming them, or returns nil (without
@@ -256,7 +275,8 @@ public final class Connection {
             try owner.sendDatagram(self, bytes, to: datagramPeer())
             return
         }
-        owner.write(self, bytes)
+        // The loop outlives its connections; borrowing it costs no retain on this hot path.
+        Unmanaged.passUnretained(owner)._withUnsafeGuaranteedRef { $0.write(self, bytes) }
     }
 
     /// Sends the bytes of a span (for instance the input lent by `withInbound`).
@@ -296,7 +316,7 @@ public final class Connection {
         guard capacity > 0 else { return 0 }
         renderingInPlace = true
         defer { renderingInPlace = false }
-        return try owner.writeInPlace(self, capacity, body)
+        return try Unmanaged.passUnretained(owner)._withUnsafeGuaranteedRef { try $0.writeInPlace(self, capacity, body) }
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.
@@ -393,17 +413,31 @@ extension Connection {
         try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY")
     }
 
-    /// TCP keep-alive: probe an idle peer after `idle` (nil turns keep-alive off).
-    public func setKeepAlive(_ idle: Duration?) throws {
+    /// TCP keep-alive: probe a peer after `idle` without traffic, every `interval` (nil: `idle`,
+    /// as in gnet), dropping the connection after `count` unanswered probes (nil: the kernel's
+    /// 9). nil for `idle` turns keep-alive off. Whole seconds.
+    public func setKeepAlive(_ idle: Duration?, interval: Duration? = nil, count: Int? = nil) throws {
         try checkSocket()
         guard let idle else {
             try Socket.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 0, "SO_KEEPALIVE")
             return
         }
         let secs = Int32(clamping: max(1, idle.components.seconds))
+        let every = interval.map { Int32(clamping: max(1, $0.components.seconds)) } ?? secs
         try Socket.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE")
         try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, secs, "TCP_KEEPIDLE")
-        try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, secs, "TCP_KEEPINTVL")
+        try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, every, "TCP_KEEPINTVL")
+        if let count { try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, Int32(clamping: count), "TCP_KEEPCNT") }
+    }
+
+    /// A duplicate of the socket's descriptor (gnet's `Conn.Dup`), close-on-exec, for code
+    /// that needs the socket outside the engine (passing it to another process, say). The
+    /// caller owns and closes it. It shares the socket, its options and its non-blocking mode
+    /// with the connection: the engine keeps serving the original, and the socket stays open
+    /// until both are closed.
+    public func duplicateDescriptor() throws -> Int32 {
+        try checkSocket()
+        return try sysCall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
     /// `SO_RCVBUF`, the kernel's receive buffer size.
@@ -424,5 +458,22 @@ extension Connection {
         try checkSocket()
         var l = linger(l_onoff: timeout == nil ? 0 : 1, l_linger: Int32(clamping: timeout?.components.seconds ?? 0))
         try Socket.setLinger(fd, &l)
+    }
+}
+
+/// Per-connection state that any thread may use (`Connection.sharedContext`): one value under
+/// a lock. `Sendable`.
+public final class SharedContext: Sendable {
+    private let box = Locked<(any Sendable)?>(nil)
+
+    /// The value (nil until set). Any thread.
+    public var value: (any Sendable)? {
+        get { box.withLock { $0 } }
+        set { box.withLock { $0 = newValue } }
+    }
+
+    /// Reads and changes the value atomically. Any thread; do not block inside `body`.
+    public func withLock<R>(_ body: (inout (any Sendable)?) throws -> R) rethrows -> R {
+        try box.withLock(body)
     }
 }

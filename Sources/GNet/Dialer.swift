@@ -98,6 +98,15 @@ extension EventLoop {
             dialFailed(request, error)
             return
         }
+        if let device = options.bindToDevice, address.network != .unix {
+            do {
+                try Socket.bindToDevice(fd, device, address.original)
+            } catch {
+                _ = closeDescriptor(fd)
+                dialFailed(request, error)
+                return
+            }
+        }
         var rc: Int32
         repeat {
             rc = address.address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }

@@ -77,6 +77,8 @@ public final class Engine: Sendable {
         var threads: [LoopThread] = []
         var inboxes: [LoopInbox] = []
         var bound: [SocketAddress] = []
+        /// The (first) listening descriptor of each address, for `duplicateListener`.
+        var listenerFDs: [Int32] = []
         /// Loop threads that have not finished their loop yet.
         var loopsRunning = 0
         /// The waiter that has taken the threads to join and will call `onShutdown`.
@@ -184,12 +186,13 @@ public final class Engine: Sendable {
         var runners: [LoopRunner] = []
         var threads: [LoopThread] = []
         let bound: [SocketAddress]
+        let listenerFDs: [Int32]
         do {
             for i in 0..<options.loops { runners.append(try poller.makeLoop(index: i, engine: self)) }
             if options.edgeTriggered && !runners[0].base.poller.capabilities.edgeTriggered {
                 throw GNetError.unsupported(poller: poller.name, feature: "edge-triggered I/O (Options.edgeTriggered)")
             }
-            bound = try bindListeners(runners)
+            (bound, listenerFDs) = try bindListeners(runners)
             let inboxes = runners.map(\.base.inbox)
             for r in runners {
                 r.base.peers = inboxes
@@ -226,6 +229,7 @@ public final class Engine: Sendable {
             s.threads = threads
             s.inboxes = inboxes
             s.bound = bound
+            s.listenerFDs = listenerFDs
             s.loopsRunning = threads.count
             s.bootThread = pthread_self()
             return s.stopRequested
@@ -245,15 +249,17 @@ public final class Engine: Sendable {
     /// (which accepts for all). A `udp` address always gets one socket per loop (with more
     /// than one loop, `SO_REUSEPORT`): there is nothing to accept and hand over, and so every
     /// loop serves datagrams. Returns the bound address of each `listenAddresses` entry.
-    private func bindListeners(_ runners: [LoopRunner]) throws -> [SocketAddress] {
+    private func bindListeners(_ runners: [LoopRunner]) throws -> (bound: [SocketAddress], fds: [Int32]) {
         var bound: [SocketAddress] = []
+        var listenerFDs: [Int32] = []
         let interface = try options.multicastInterface.map { name throws(GNetError) in try Socket.interfaceIndex(name) } ?? 0
         func open(_ address: ListenAddress, reusePort: Bool) throws -> Int32 {
             guard address.network.isDatagram else {
-                return try Socket.listen(address, reusePort: reusePort, backlog: options.backlog)
+                return try Socket.listen(address, reusePort: reusePort, backlog: options.backlog,
+                                         reuseAddress: options.reuseAddress, device: options.bindToDevice)
             }
             return try Socket.bindDatagram(
-                address, reusePort: reusePort, interfaceIndex: interface,
+                address, reusePort: reusePort, interfaceIndex: interface, device: options.bindToDevice,
                 receiveBuffer: options.socketReceiveBuffer, sendBuffer: options.socketSendBuffer)
         }
         for address in listenAddresses {
@@ -262,6 +268,7 @@ public final class Engine: Sendable {
             let actual = Socket.localAddress(fd) ?? address.address
             runners[0].base.listeners.append(Listener(fd: fd, address: address, bound: actual))
             bound.append(actual)
+            listenerFDs.append(fd)
             guard perLoop else { continue }
             var same = address
             same.address = address.address.withPort(actual.port ?? 0)
@@ -270,7 +277,7 @@ public final class Engine: Sendable {
                 r.base.listeners.append(Listener(fd: fd, address: same, bound: actual))
             }
         }
-        return bound
+        return (bound, listenerFDs)
     }
 
     /// Stops the engine gracefully (see the type's notes). Returns at once; `wait()` tells when
@@ -363,6 +370,24 @@ public final class Engine: Sendable {
             return s.loopsEndedWaiters
         }
         for k in waiters { k.resume() }
+    }
+
+    /// A duplicate of the listening socket of `listenAddresses[index]` (gnet's `Engine.Dup`),
+    /// close-on-exec, for handing the socket to another process (a graceful restart, say).
+    /// The caller owns and closes it; the engine keeps accepting on the original. Throws
+    /// `GNetError.engineState` unless the engine is running (listeners exist only then), and
+    /// `GNetError.invalidOption` for an index out of range. Any thread.
+    public func duplicateListener(_ index: Int = 0) throws -> Int32 {
+        try state.withLock { s throws -> Int32 in
+            // Under the lock: a stop cannot close the listener before the duplicate is made.
+            guard s.phase == .started, !s.stopRequested else {
+                throw GNetError.engineState("duplicateListener needs a running engine: its listeners are open only then")
+            }
+            guard s.listenerFDs.indices.contains(index) else {
+                throw GNetError.invalidOption(name: "index", reason: "the engine has \(s.listenerFDs.count) listen addresses, got \(index)")
+            }
+            return try sysCall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(s.listenerFDs[index], F_DUPFD_CLOEXEC, 0) }
+        }
     }
 
     /// The loops that take dials, or none with whether that is because the engine stopped.

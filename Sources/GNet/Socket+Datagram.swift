@@ -13,9 +13,10 @@ extension Socket {
     /// - A multicast group is bound with `SO_REUSEADDR` (other receivers of the group on this
     ///   host may bind it too, as is usual) and joined on `interfaceIndex` (0: the kernel picks
     ///   the interface from its routes).
-    /// - `SO_RCVBUF` and `SO_SNDBUF` are set when given; a refusal fails the bind.
+    /// - `SO_RCVBUF` and `SO_SNDBUF` are set when given, and `SO_BINDTODEVICE` with `device`
+    ///   (`Options.bindToDevice`); a refusal fails the bind.
     static func bindDatagram(
-        _ address: ListenAddress, reusePort: Bool, interfaceIndex: UInt32,
+        _ address: ListenAddress, reusePort: Bool, interfaceIndex: UInt32, device: String?,
         receiveBuffer: Int?, sendBuffer: Int?
     ) throws -> Int32 {
         let family = address.address.sockaddrFamily
@@ -31,6 +32,7 @@ extension Socket {
             }
             if let b = receiveBuffer { try setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: b), "SO_RCVBUF") }
             if let b = sendBuffer { try setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(clamping: b), "SO_SNDBUF") }
+            if let device { try bindToDevice(fd, device, address.original) }
             try bind(fd, address)
             if multicast {
                 let rc = address.address.withUnsafeSockaddr { p, _ in cgnet_join_multicast(fd, p, interfaceIndex) }
