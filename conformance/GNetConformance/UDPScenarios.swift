@@ -19,6 +19,9 @@ enum UDPScenarios {
         Scenario("udp.oversized-sends-counted", .engine, run: oversizedSends),
         Scenario("udp.handle", .engine, run: handles),
         Scenario("udp.stop-while-flowing", .engine, run: stopWhileFlowing),
+        Scenario("udp.batch-of-one-drains-bursts", .engine, run: batchOfOne),
+        Scenario("udp.flood-does-not-starve-tcp", .engine, run: floodDoesNotStarve),
+        Scenario("udp.pause-reading", .engine, run: pauseReading),
     ]
 
     /// Echoes every datagram whole.
@@ -474,6 +477,101 @@ enum UDPScenarios {
         try await eventually("the completion of a write after stop") { after.withLock { $0 }.map { _ in true } ?? false }
         let outcome = after.withLock { $0 } ?? ""
         try expect(outcome == "connectionClosed", "a handle write after stop completed with \(outcome), expected connectionClosed")
+    }
+
+    static func batchOfOne(_ kind: PollerKind) async throws -> Trace? {
+        // One datagram per readiness: a burst of 32 is drained only if the backend reports the
+        // socket again while datagrams wait (level-triggered).
+        let handler = echo()
+        try await withDatagramEngine(kind, handler, configure: { $0.datagramBatchSize = 1 }) { engine in
+            let server = engine.addresses[0]
+            try await onThread("bursts with batches of one") {
+                let client = try UDPClient()
+                for round in 0..<20 {
+                    for i in 0..<32 { try client.send(patternBytes(64 + i, seed: UInt64(round * 32 + i)), to: server) }
+                    var sizes: [Int] = []
+                    for _ in 0..<32 { sizes.append(try client.receive("an echo of round \(round) (\(sizes.count) of 32 so far)").bytes.count) }
+                    try expect(sizes.sorted() == Array(64..<96), "round \(round): echo sizes \(sizes.sorted())")
+                }
+            }
+        }
+        return nil
+    }
+
+    static func floodDoesNotStarve(_ kind: PollerKind) async throws -> Trace? {
+        // One loop; a thread floods the udp socket (never reading its echoes) while a tcp client
+        // on the same loop does round trips: each must come back promptly.
+        let handler = echo()
+        let flooding = Locked(true)
+        let flooded = Locked(0)
+        try await withDatagramEngine(kind, handler, addresses: ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"]) { engine in
+            let (udp, tcp) = (engine.addresses[0], engine.addresses[1])
+            let done = ResultBox<Void>()
+            TestThread.detach {
+                done.set(Result {
+                    let client = try UDPClient(receiveBuffer: 1 << 16)
+                    let msg = patternBytes(1_000, seed: 9)
+                    while flooding.withLock({ $0 }) {
+                        try client.send(msg, to: udp)
+                        flooded.withLock { $0 += 1 }
+                    }
+                })
+            }
+            defer { flooding.withLock { $0 = false } }
+            try await eventually("the flood under way") { flooded.withLock { $0 } > 2_000 }
+            let slowest = try await onThread("tcp round trips during the flood") { () -> Duration in
+                let client = try TestClient(tcp, timeout: .seconds(5))
+                var slowest = Duration.zero
+                for i in 0..<100 {
+                    let msg = patternBytes(100, seed: UInt64(i))
+                    let start = ContinuousClock.now
+                    try client.send(msg)
+                    let back = try client.receive(exactly: msg.count)
+                    slowest = max(slowest, ContinuousClock.now - start)
+                    try expect(back == msg, "tcp round trip \(i) differs")
+                }
+                return slowest
+            }
+            flooding.withLock { $0 = false }
+            try await eventually("the flood stopped") { done.get() != nil }
+            try expect(slowest < .milliseconds(500), "the slowest tcp round trip during the udp flood took \(slowest)")
+        }
+        return nil
+    }
+
+    /// A connection reached from a task on its own loop (tests only: the loop is its thread).
+    final class LoopBound: @unchecked Sendable {
+        let connection: Connection
+        init(_ c: Connection) { connection = c }
+    }
+
+    static func pauseReading(_ kind: PollerKind) async throws -> Trace? {
+        // "pause" pauses reading and schedules a resume 300 ms later on the loop.
+        let handler = DatagramHandler { c in
+            let text = String(decoding: c.next() ?? [], as: UTF8.self)
+            if text == "pause" {
+                c.pauseReading()
+                let bound = LoopBound(c)
+                _ = c.loop.schedule(after: .milliseconds(300)) { bound.connection.resumeReading() }
+            }
+            try? c.write(text)
+            return .none
+        }
+        try await withDatagramEngine(kind, handler) { engine in
+            let server = engine.addresses[0]
+            try await onThread("pause and resume") {
+                let client = try UDPClient()
+                try client.send("pause", to: server)
+                _ = try client.receive("the answer to pause")
+                let paused = ContinuousClock.now
+                try client.send("after", to: server)
+                let (got, _) = try client.receive("the answer once reading resumed")
+                let waited = ContinuousClock.now - paused
+                try expect(got == Array("after".utf8), "got \(got)")
+                try expect(waited >= .milliseconds(200), "answered \(waited) after the pause: the socket was still read")
+            }
+        }
+        return nil
     }
 
     static func stopWhileFlowing(_ kind: PollerKind) async throws -> Trace? {
