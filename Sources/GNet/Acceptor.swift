@@ -19,6 +19,9 @@ final class Listener {
     /// Datagrams dropped as larger than `Options.readBufferCapacity`, logged rate-limited.
     var truncations = RateLimitedLog()
 
+    /// The bound address as a URL of the listener's network, for logs.
+    var boundAddress: ListenAddress { ListenAddress(network: address.network, address: bound, original: address.original) }
+
     init(fd: Int32, address: ListenAddress, bound: SocketAddress) {
         self.fd = fd
         self.address = address

@@ -91,7 +91,8 @@ public final class Connection {
     /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 
-    /// The peer's address; for a datagram connection, the sender of the datagram being handled.
+    /// The peer's address; for a datagram connection, the sender of the datagram being handled
+    /// (between batches, of the last one handled).
     public internal(set) var remoteAddress: SocketAddress?
     /// The address of the listener that accepted this connection, or of the datagram socket.
     public let listenerAddress: SocketAddress?

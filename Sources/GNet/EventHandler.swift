@@ -30,6 +30,8 @@ public protocol EventHandler: Sendable {
     /// `connection.withInbound`, `next`, `peek` and `discard`; what the handler does not
     /// consume stays buffered for the next call. When the handler consumed some bytes and some
     /// remain, the engine calls again at once, so no complete message waits for more input.
+    /// On a datagram connection (`udp`) it is called once per datagram instead, and what is left
+    /// unconsumed is dropped when it returns.
     func onTraffic(_ connection: Connection) -> Action
 
     /// The connection closed: `error` is nil for an orderly close (either side), otherwise why.

@@ -92,6 +92,10 @@ final class DatagramBatch {
 /// Socket errors (an ICMP error queued on the socket) are logged rate-limited and cleared; they
 /// never close the socket.
 extension EventLoop {
+    /// The most address space a loop's receive slots take (`datagramBatchSize` ×
+    /// `readBufferCapacity`, the batch made smaller if need be).
+    static let maxSlotBytes = 64 << 20
+
     /// Makes the connection of each datagram listener and, for the first, the receive arrays.
     final func prepareDatagramListeners() {
         for l in listeners where l.address.network.isDatagram && l.datagram == nil {
@@ -99,8 +103,10 @@ extension EventLoop {
                 fd: l.fd, generation: Self.listenerGeneration, loop: self, remote: nil, listener: l.bound,
                 network: l.address.network)
             if datagramBatch == nil {
-                datagramBatch = DatagramBatch(capacity: options.datagramBatchSize, slotSize: options.readBufferCapacity)
-                datagramSendQueue = DatagramSendQueue(capacity: max(64, 2 * options.datagramBatchSize))
+                // At most `maxSlotBytes` of slots: a huge readBufferCapacity makes batches smaller.
+                let count = max(1, min(options.datagramBatchSize, Self.maxSlotBytes / options.readBufferCapacity))
+                datagramBatch = DatagramBatch(capacity: count, slotSize: options.readBufferCapacity)
+                datagramSendQueue = DatagramSendQueue(capacity: max(64, 2 * count))
             }
         }
     }
@@ -150,7 +156,7 @@ extension EventLoop {
         inbox.truncatedDatagrams.add(1, ordering: .relaxed)
         if let n = l.truncations.occurrence() {
             logger.warning("a datagram larger than Options.readBufferCapacity was dropped", metadata: [
-                "listener": "\(l.address.network)://\(l.bound.host):\(l.bound.port ?? 0)", "from": "\(c.remoteAddress.map(\.description) ?? "?")",
+                "listener": "\(l.boundAddress)", "from": "\(c.remoteAddress.map(\.description) ?? "?")",
                 "bytes": "\(length)", "readBufferCapacity": "\(options.readBufferCapacity)", "occurrences": "\(n)"])
         }
         c.inCallback = true
@@ -176,7 +182,7 @@ extension EventLoop {
     private final func datagramTrouble(_ l: Listener, _ error: any Error) {
         if let n = l.trouble.occurrence() {
             logger.info("a datagram socket reported an error; it keeps serving", metadata: [
-                "listener": "\(l.address.network)://\(l.bound.host):\(l.bound.port ?? 0)", "error": "\(error)",
+                "listener": "\(l.boundAddress)", "error": "\(error)",
                 "occurrences": "\(n)"])
         }
     }

@@ -43,7 +43,8 @@ public struct Options: Sendable {
     /// The most datagrams a loop receives from one `udp` socket per readiness (one `recvmmsg`),
     /// before it serves everything else that is ready. Default 32; from 1 to 1024. A loop with
     /// a datagram socket holds this many slots of `readBufferCapacity` bytes (2 MiB of address
-    /// space by default, touched only as far as datagrams fill them).
+    /// space by default, touched only as far as datagrams fill them; never more than 64 MiB:
+    /// with a larger `readBufferCapacity` the batch is smaller).
     public var datagramBatchSize: Int = 32
 
     /// The interface on which `udp` addresses that are multicast groups (224.0.0.0/4,
