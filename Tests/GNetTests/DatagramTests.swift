@@ -61,29 +61,60 @@ struct DatagramTests {
         return nil
     }()
 
+    /// Whether `interface` has a global-scope IPv6 address (`/proc/net/if_inet6`, scope 00).
+    static func hasGlobalIPv6(_ interface: String) -> Bool {
+        guard let f = fopen("/proc/net/if_inet6", "r") else { return false }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 256)
+        while fgets(&buf, 256, f) != nil {
+            let fields = String(cString: buf).split(separator: " ")
+            if fields.count >= 6, fields[3] == "00", fields[5].hasPrefix(interface) { return true }
+        }
+        return false
+    }
+
+    static let ipv6Multicast = multicastInterface.map(hasGlobalIPv6) ?? false
+
     /// A udp address that is a multicast group is joined on `Options.multicastInterface`: a
     /// datagram sent to the group (looped back by the sender's host) is echoed to its sender.
     @Test(.enabled(if: multicastInterface != nil, "needs an up, multicast-capable, non-loopback interface"))
-    func multicastGroupJoined() throws {
+    func ipv4MulticastGroupJoined() throws {
+        try multicastEcho(group: "239.255.77.\(1 + getpid() % 200)", ipv6: false)
+    }
+
+    /// The same with an IPv6 group of site scope (ff15::/16, transient).
+    @Test(.enabled(if: ipv6Multicast, "needs a multicast-capable interface with a global IPv6 address"))
+    func ipv6MulticastGroupJoined() throws {
+        try multicastEcho(group: "ff15::77:\(1 + getpid() % 200)", ipv6: true)
+    }
+
+    func multicastEcho(group: String, ipv6: Bool) throws {
         let interface = Self.multicastInterface!
-        let group = "239.255.77.\(1 + getpid() % 200)"
+        let ifindex = if_nametoindex(interface)
         let seen = Locked<[SocketAddress?]>([])
         var o = Options()
         o.multicastInterface = interface
-        let engine = try Engine(handler: Echo(seen: seen), addresses: ["udp://\(group):0"], options: o)
+        let url = ipv6 ? "udp6://[\(group)]:0" : "udp://\(group):0"
+        let engine = try Engine(handler: Echo(seen: seen), addresses: [url], options: o)
         try engine.start()
         defer { engine.stop(); engine.wait() }
         let server = engine.addresses[0]
         #expect(server.host == group)
 
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         try #require(fd >= 0)
         defer { close(fd) }
-        var index = ip_mreqn()
-        index.imr_ifindex = Int32(if_nametoindex(interface))
-        setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &index, socklen_t(MemoryLayout<ip_mreqn>.size))
         var on: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, &on, 4)
+        if ipv6 {
+            var index = Int32(ifindex)
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, &index, 4)
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_LOOP, &on, 4)
+        } else {
+            var index = ip_mreqn()
+            index.imr_ifindex = Int32(ifindex)
+            setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &index, socklen_t(MemoryLayout<ip_mreqn>.size))
+            setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, &on, 4)
+        }
         var tv = timeval(tv_sec: 3, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let message = Array("to the group".utf8)
@@ -91,7 +122,7 @@ struct DatagramTests {
         #expect(sent == message.count)
         var reply = [UInt8](repeating: 0, count: 100)
         let n = recv(fd, &reply, reply.count, 0)
-        #expect(n == message.count && Array(reply[..<max(n, 0)]) == message, "no echo from the group (recv returned \(n))")
+        #expect(n == message.count && Array(reply[..<max(n, 0)]) == message, "no echo from the group \(group) (recv returned \(n))")
         #expect(seen.withLock { $0 } == [server], "listenerAddress should be the group address")
     }
 }
