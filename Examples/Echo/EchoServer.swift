@@ -64,8 +64,8 @@ struct EchoCommand: ParsableCommand {
     var framed = false
 
     func validate() throws {
-        if framed && server.addresses.contains(where: { $0.lowercased().hasPrefix("udp") }) {
-            throw ValidationError("--framed echoes frames of a stream; serve udp addresses without it")
+        if framed && server.addresses.contains(where: { $0.lowercased().hasPrefix("udp") || $0.lowercased().hasPrefix("unixgram") }) {
+            throw ValidationError("--framed echoes frames of a stream; serve udp and unixgram addresses without it")
         }
     }
 

@@ -13,7 +13,7 @@ public struct ServerOptions: ParsableArguments {
 
     @Option(name: .customLong("addr"), help: ArgumentHelp("""
         An address to serve, as a URL: tcp://HOST:PORT, tcp6://[HOST]:PORT, udp://HOST:PORT, \
-        unix:///PATH. Repeat it to serve several at once (say tcp, udp and unix). Replaces \
+        unix:///PATH, unixgram:///PATH. Repeat it to serve several at once (say tcp, udp and unix). Replaces \
         --host and --port.
         """, valueName: "url"))
     public var addresses: [String] = []

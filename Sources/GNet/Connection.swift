@@ -20,7 +20,7 @@ import Poller
 /// What the socket does not take is queued and sent as it drains (`outboundBuffered`).
 ///
 /// ## Datagrams
-/// A datagram socket (`udp://`) has one `Connection` (`isDatagram` true), and `onTraffic` is
+/// A datagram socket (`udp://`, `unixgram://`) has one `Connection` (`isDatagram` true), and `onTraffic` is
 /// called once per datagram received, gnet's way: no `onOpen` or `onClose`; the input is
 /// exactly that datagram (never split, never merged with another), `remoteAddress` its sender,
 /// `listenerAddress` the socket it arrived on. What the handler leaves unconsumed is dropped
@@ -92,14 +92,16 @@ public final class Connection {
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 
     /// The peer's address; for a datagram connection, the sender of the datagram being handled
-    /// (between batches, of the last one handled).
+    /// (between batches, of the last one handled); nil for a datagram from an unbound Unix
+    /// socket, which cannot be answered.
     public internal(set) var remoteAddress: SocketAddress?
     /// The address of the listener that accepted this connection, or of the datagram socket.
     public let listenerAddress: SocketAddress?
-    /// The network of that listener (`tcp`, `tcp4`, `tcp6`, `unix`, `udp`, `udp4`, `udp6`), so a
+    /// The network of that listener (`tcp`, `tcp4`, `tcp6`, `unix`, `udp`, `udp4`, `udp6`,
+    /// `unixgram`), so a
     /// handler serving several addresses knows which one a connection or datagram came from.
     public let network: Network
-    /// Whether this is a datagram socket's connection (`udp`), rather than a stream's.
+    /// Whether this is a datagram socket's connection (`udp`, `unixgram`), rather than a stream's.
     public let isDatagram: Bool
     /// Anything the handler wants to keep with the connection (gnet's `Context`). Loop thread
     /// only, like the connection; see `sharedContext` for state other threads use too.
@@ -367,7 +369,8 @@ public final class Connection {
     static let sendToOnStream = GNetError.misuse(
         "Connection.sendTo is for datagram connections (udp://); a stream connection writes to its peer with write")
     static let noDatagramYet = GNetError.misuse(
-        "this datagram socket has received no datagram yet, so a write has no peer to answer; use sendTo(_:address:)")
+        "a write on this datagram connection has no peer to answer: no datagram has arrived yet, or its sender "
+            + "has no address (an unbound unixgram socket); use sendTo(_:address:)")
 
     /// Tries to send queued output now rather than when the callback returns. Throws the
     /// socket's error if the connection failed (it is then closed after the callback).

@@ -98,7 +98,7 @@ extension EventLoop {
             dialFailed(request, error)
             return
         }
-        if let device = options.bindToDevice, address.network != .unix {
+        if let device = options.bindToDevice, !address.network.isUnix {
             do {
                 try Socket.bindToDevice(fd, device, address.original)
             } catch {

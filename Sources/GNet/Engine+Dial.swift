@@ -41,7 +41,7 @@ extension Engine {
             return
         }
         if target.network.isDatagram {
-            completion(.failure(GNetError.invalidAddress(address, reason: "dialling udp is not supported yet; dial tcp://, tcp4://, tcp6:// or unix://")))
+            completion(.failure(GNetError.invalidAddress(address, reason: "dialling datagram sockets (udp, unixgram) is not supported yet; dial tcp://, tcp4://, tcp6:// or unix://")))
             return
         }
         guard timeout > .zero else {

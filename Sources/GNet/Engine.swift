@@ -248,7 +248,7 @@ public final class Engine: Sendable {
     /// Opens the listeners: one per loop with `SO_REUSEPORT`, or one on the first loop
     /// (which accepts for all). A `udp` address always gets one socket per loop (with more
     /// than one loop, `SO_REUSEPORT`): there is nothing to accept and hand over, and so every
-    /// loop serves datagrams. Returns the bound address of each `listenAddresses` entry.
+    /// loop serves datagrams. A `unixgram` socket is on the first loop only. Returns the bound address of each `listenAddresses` entry.
     private func bindListeners(_ runners: [LoopRunner]) throws -> (bound: [SocketAddress], fds: [Int32]) {
         var bound: [SocketAddress] = []
         var listenerFDs: [Int32] = []
@@ -263,7 +263,8 @@ public final class Engine: Sendable {
                 receiveBuffer: options.socketReceiveBuffer, sendBuffer: options.socketSendBuffer)
         }
         for address in listenAddresses {
-            let perLoop = runners.count > 1 && (address.network.isDatagram || (options.reusePort && address.network != .unix))
+            // A Unix path binds once: its socket lives on the first loop.
+            let perLoop = runners.count > 1 && !address.network.isUnix && (address.network.isDatagram || options.reusePort)
             let fd = try open(address, reusePort: perLoop)
             let actual = Socket.localAddress(fd) ?? address.address
             runners[0].base.listeners.append(Listener(fd: fd, address: address, bound: actual))

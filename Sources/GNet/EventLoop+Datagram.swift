@@ -137,7 +137,8 @@ extension EventLoop {
         for i in 0..<n {
             guard c.state == .open else { return } // the engine stopped during a callback
             let m = batch.msgs[i]
-            c.remoteAddress = SocketAddress(storage: batch.names[i], length: m.msg_hdr.msg_namelen)
+            // An unbound Unix datagram socket sends without an address (length 0).
+            c.remoteAddress = m.msg_hdr.msg_namelen == 0 ? nil : SocketAddress(storage: batch.names[i], length: m.msg_hdr.msg_namelen)
             let length = Int(m.msg_len)
             if m.msg_hdr.msg_flags & CGNET_MSG_TRUNC != 0 || length > batch.slotSize {
                 truncated(l, c, length: length)

@@ -251,7 +251,7 @@ final class EventLoop {
                 c.state = .closed
                 c.lent = UnsafeRawBufferPointer(start: nil, count: 0)
             }
-            if l.address.network == .unix { unlink(l.address.address.host) }
+            if l.address.network.isUnix { unlink(l.address.address.host) }
         }
         listeners = []
     }

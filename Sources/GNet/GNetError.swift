@@ -59,7 +59,7 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidOption(let n, let r):
             return "invalid option \(n): \(r)"
         case .unsupportedNetwork(let s):
-            return "network '\(s)' is not supported yet; use tcp, tcp4, tcp6, udp, udp4, udp6 or unix"
+            return "network '\(s)' is not supported yet; use tcp, tcp4, tcp6, udp, udp4, udp6, unix or unixgram"
         case .pollerUnavailable(let n, let r):
             return "poller '\(n)' is unavailable: \(r)"
         case .engineState(let s):

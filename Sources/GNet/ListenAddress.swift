@@ -3,29 +3,34 @@ import Glibc
 
 /// The network part of an address string.
 public enum Network: String, Sendable, Hashable, CaseIterable {
-    case tcp, tcp4, tcp6, udp, udp4, udp6, unix
+    case tcp, tcp4, tcp6, udp, udp4, udp6, unix, unixgram
 
-    /// Whether the network carries datagrams (`udp`, `udp4`, `udp6`) rather than a stream.
+    /// Whether the network carries datagrams (`udp`, `udp4`, `udp6`, `unixgram`) rather than a
+    /// stream.
     public var isDatagram: Bool {
         switch self {
-        case .udp, .udp4, .udp6: return true
+        case .udp, .udp4, .udp6, .unixgram: return true
         case .tcp, .tcp4, .tcp6, .unix: return false
         }
     }
+
+    /// Whether the addresses are Unix-socket paths (`unix`, `unixgram`).
+    public var isUnix: Bool { self == .unix || self == .unixgram }
 
     /// The address family the scheme asks for: AF_INET, AF_INET6, or AF_UNSPEC (either).
     var requiredFamily: Int32 {
         switch self {
         case .tcp4, .udp4: return AF_INET
         case .tcp6, .udp6: return AF_INET6
-        case .tcp, .udp, .unix: return AF_UNSPEC
+        case .tcp, .udp: return AF_UNSPEC
+        case .unix, .unixgram: return AF_UNIX
         }
     }
 }
 
 /// A parsed address string such as `tcp://127.0.0.1:9000`, `tcp6://[::1]:0`,
-/// `udp://127.0.0.1:9001` or `unix:///tmp/gnet.sock` (gnet's format), resolved to a socket
-/// address.
+/// `udp://127.0.0.1:9001`, `unix:///tmp/gnet.sock` or `unixgram:///tmp/gnet-dgram.sock`
+/// (gnet's format), resolved to a socket address.
 ///
 /// - `tcp://` and `udp://` take an IPv4 or IPv6 host (IPv6 in brackets), a host name, or
 ///   nothing (`tcp://:9000`, all interfaces). `tcp4://`, `tcp6://`, `udp4://` and `udp6://`
@@ -41,12 +46,13 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// The address as a URL: a stream address as `SocketAddress` prints it
     /// (`tcp://127.0.0.1:9000`, `tcp6://[::1]:9000`, `unix:///tmp/s.sock`), a datagram one as
-    /// `udp://127.0.0.1:9001` or `udp6://[::1]:9001`.
+    /// `udp://127.0.0.1:9001`, `udp6://[::1]:9001` or `unixgram:///tmp/d.sock`.
     public var description: String {
         guard network.isDatagram else { return address.description }
         switch address.family {
         case .ipv6: return "udp6://[\(address.host)]:\(address.port ?? 0)"
-        case .ipv4, .unix: return "udp://\(address.host):\(address.port ?? 0)"
+        case .ipv4: return "udp://\(address.host):\(address.port ?? 0)"
+        case .unix: return "unixgram://\(address.host)"
         }
     }
 
@@ -59,7 +65,7 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses and resolves `string`. Throws `GNetError.invalidAddress` saying what was wrong,
     /// or `GNetError.unsupportedNetwork` for a known scheme this engine does not serve
-    /// (`unixgram`, `unixpacket`, `ip`).
+    /// (`unixpacket`, `ip`).
     public init(parsing string: String) throws(GNetError) {
         original = string
         var scheme = "tcp"
@@ -68,12 +74,12 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
             scheme = String(string[..<sep]).lowercased()
             rest = string[string.utf8.index(sep, offsetBy: 3)...]
         }
-        if ["unixgram", "unixpacket", "ip", "ip4", "ip6"].contains(scheme) { throw .unsupportedNetwork(scheme) }
+        if ["unixpacket", "ip", "ip4", "ip6"].contains(scheme) { throw .unsupportedNetwork(scheme) }
         guard let network = Network(rawValue: scheme) else {
             throw .invalidAddress(string, reason: "unknown network '\(scheme)'")
         }
         self.network = network
-        if network == .unix {
+        if network.isUnix {
             address = try SocketAddress(unixPath: String(rest))
             return
         }

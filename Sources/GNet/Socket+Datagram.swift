@@ -4,7 +4,8 @@ import Poller
 
 /// Datagram sockets: binding (with multicast membership), batched receives, sends to an address.
 extension Socket {
-    /// A non-blocking, close-on-exec UDP socket bound to `address`.
+    /// A non-blocking, close-on-exec datagram socket bound to `address`: UDP, or a Unix datagram
+    /// socket (`unixgram`, whose path is removed first if a dead server left it).
     ///
     /// - `reusePort`: `SO_REUSEPORT`, so each loop can bind its own socket on the same port
     ///   (the kernel spreads datagrams over them by a hash of the sender).
@@ -24,6 +25,7 @@ extension Socket {
             Glibc.socket(family, Int32(SOCK_DGRAM.rawValue) | CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC, 0)
         }
         do {
+            if family == AF_UNIX { try removeStaleUnixSocket(address) }
             let multicast = address.address.withUnsafeSockaddr { p, _ in cgnet_is_multicast(p) != 0 }
             if multicast { try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR") }
             if reusePort { try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT") }
@@ -32,7 +34,7 @@ extension Socket {
             }
             if let b = receiveBuffer { try setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: b), "SO_RCVBUF") }
             if let b = sendBuffer { try setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(clamping: b), "SO_SNDBUF") }
-            if let device { try bindToDevice(fd, device, address.original) }
+            if let device, family != AF_UNIX { try bindToDevice(fd, device, address.original) }
             try bind(fd, address)
             if multicast {
                 let rc = address.address.withUnsafeSockaddr { p, _ in cgnet_join_multicast(fd, p, interfaceIndex) }

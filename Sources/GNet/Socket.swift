@@ -63,14 +63,17 @@ enum Socket {
     }
 
     /// A socket file left by a server that died is removed; a live one is an address in use.
-    private static func removeStaleUnixSocket(_ address: ListenAddress) throws {
+    static func removeStaleUnixSocket(_ address: ListenAddress) throws {
         let path = address.address.host
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw GNetError.invalidAddress(address.original, reason: "\(path) exists and is not a socket")
         }
-        let probe = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_CLOEXEC, 0)
+        // A probe of the same type: a live socket of the other type answers EPROTOTYPE, is left
+        // alone, and the bind reports the address in use.
+        let type = address.network.isDatagram ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue
+        let probe = Glibc.socket(AF_UNIX, Int32(type) | CGNET_SOCK_CLOEXEC, 0)
         guard probe >= 0 else { return }
         defer { Glibc.close(probe) }
         let rc = address.address.withUnsafeSockaddr { Glibc.connect(probe, $0, $1) }

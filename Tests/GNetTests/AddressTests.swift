@@ -61,8 +61,11 @@ struct AddressTests {
         #expect(!Network.tcp.isDatagram && !Network.unix.isDatagram)
     }
 
-    @Test func unixDatagramIsNotServedYet() {
-        #expect(throws: GNetError.unsupportedNetwork("unixgram")) { try ListenAddress(parsing: "unixgram:///tmp/g.sock") }
+    @Test func unixDatagramAddresses() throws {
+        let a = try ListenAddress(parsing: "unixgram:///tmp/g.sock")
+        #expect(a.network == .unixgram && a.network.isDatagram && a.network.isUnix && a.address.host == "/tmp/g.sock")
+        #expect(a.description == "unixgram:///tmp/g.sock")
+        #expect(throws: GNetError.unsupportedNetwork("unixpacket")) { try ListenAddress(parsing: "unixpacket:///tmp/p.sock") }
     }
 
     @Test func socketAddressParts() throws {

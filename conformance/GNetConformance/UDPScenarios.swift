@@ -22,6 +22,7 @@ enum UDPScenarios {
         Scenario("udp.batch-of-one-drains-bursts", .engine, run: batchOfOne),
         Scenario("udp.flood-does-not-starve-tcp", .engine, run: floodDoesNotStarve),
         Scenario("udp.pause-reading", .engine, run: pauseReading),
+        Scenario("unixgram.echo-senders-and-path", .engine, run: unixDatagrams),
     ]
 
     /// Echoes every datagram whole.
@@ -570,6 +571,56 @@ enum UDPScenarios {
                 try expect(got == Array("after".utf8), "got \(got)")
                 try expect(waited >= .milliseconds(200), "answered \(waited) after the pause: the socket was still read")
             }
+        }
+        return nil
+    }
+
+    static func unixDatagrams(_ kind: PollerKind) async throws -> Trace? {
+        let path = "/tmp/gnet-conformance-dgram-\(getpid()).sock"
+        let clientPath = "/tmp/gnet-conformance-dgram-client-\(getpid()).sock"
+        struct Seen: Sendable { var network: Network; var listener: SocketAddress?; var remote: SocketAddress?; var misuse: Bool }
+        let seen = Locked<[Seen]>([])
+        let handler = DatagramHandler { c in
+            var misuse = false
+            do { try c.next { try c.write($0) } } catch GNetError.misuse { misuse = true } catch {}
+            seen.withLock { $0.append(Seen(network: c.network, listener: c.listenerAddress, remote: c.remoteAddress, misuse: misuse)) }
+            return .none
+        }
+        // A socket file left by a dead server: removed at start, not taken for an address in use.
+        unlink(path)
+        let leftover = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        let bound = try SocketAddress(unixPath: path).withUnsafeSockaddr { Glibc.bind(leftover, $0, $1) }
+        close(leftover)
+        try expect(bound == 0 && access(path, F_OK) == 0, "could not leave a dead socket file at \(path)")
+        try await withDatagramEngine(kind, handler, addresses: ["unixgram://\(path)", "udp://127.0.0.1:0"], configure: { $0.loops = 2 }) { engine in
+            let server = engine.addresses[0]
+            try expect(engine.boundAddresses[0].description == "unixgram://\(path)", "bound \(engine.boundAddresses[0])")
+            try await onThread("unixgram echo") {
+                let client = try UnixDatagramClient(path: clientPath)
+                for i in 0..<20 {
+                    let msg = patternBytes(1 + i * 3_000, seed: UInt64(i))
+                    try client.send(msg, to: server)
+                    let back = try client.receive("the echo of \(msg.count) bytes")
+                    try expect(sameBytes(back, msg), "unixgram echo \(i): sent \(msg.count) bytes, got \(back.count)")
+                }
+                let unnamed = try UnixDatagramClient(path: nil)
+                try unnamed.send(Array("anyone?".utf8), to: server)
+            }
+            try await eventually("the unnamed sender's datagram") { seen.withLock { $0.count } == 21 }
+            let s = seen.withLock { $0 }
+            try expect(s.dropLast().allSatisfy { $0.network == .unixgram && $0.listener == server && $0.remote?.host == clientPath && !$0.misuse },
+                       "unixgram datagrams: \(s.dropLast().map { "\($0.network) \($0.listener.map(\.description) ?? "nil") \($0.remote.map(\.description) ?? "nil")" })")
+            try expect(s.last!.remote == nil && s.last!.misuse, "an unbound sender: remoteAddress \(s.last!.remote.map(\.description) ?? "nil"), write misuse \(s.last!.misuse)")
+            // The path is taken while the engine runs.
+            let second = try Engine(handler: echo(), addresses: ["unixgram://\(path)"])
+            do {
+                try second.start()
+                second.stop()
+                second.wait()
+                throw ConformanceFailure("a second engine started on unixgram://\(path), which is in use")
+            } catch GNetError.addressInUse {}
+        } afterStop: {
+            try expect(access(path, F_OK) != 0, "\(path) is still there after the engine stopped")
         }
         return nil
     }

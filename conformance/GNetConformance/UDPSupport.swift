@@ -180,3 +180,48 @@ func withDatagramEngine(
 func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
 }
+
+/// A blocking Unix datagram socket for scenarios, bound to `path` (or unbound: then it has no
+/// address to be answered at), with a receive timeout. Its path is removed when it goes.
+public final class UnixDatagramClient: @unchecked Sendable {
+    public let fd: Int32
+    public let address: SocketAddress?
+
+    public init(path: String?, timeout: Duration = .seconds(3)) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        self.fd = fd
+        guard fd >= 0 else { throw SystemError("socket", errno: errno) }
+        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        if let path {
+            unlink(path)
+            let a = try SocketAddress(unixPath: path)
+            guard a.withUnsafeSockaddr({ Glibc.bind(fd, $0, $1) }) == 0 else {
+                let e = errno
+                Glibc.close(fd)
+                throw SystemError("bind(\(path))", errno: e)
+            }
+            address = a
+        } else {
+            address = nil
+        }
+    }
+
+    deinit {
+        Glibc.close(fd)
+        if let address { unlink(address.host) }
+    }
+
+    public func send(_ bytes: [UInt8], to address: SocketAddress) throws {
+        let n = bytes.withUnsafeBytes { b in address.withUnsafeSockaddr { sendto(fd, b.baseAddress, b.count, 0, $0, $1) } }
+        guard n == bytes.count else { throw SystemError("sendto(\(address))", errno: errno) }
+    }
+
+    /// One datagram; throws on timeout.
+    public func receive(_ what: @autoclosure () -> String) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: 1 << 17)
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n >= 0 else { throw ConformanceFailure("waiting for \(what()): \(SystemError("recv", errno: errno))") }
+        return Array(buf[..<n])
+    }
+}
