@@ -178,8 +178,13 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// The descriptor the connection had (for a datagram connection, its socket's).
     public let fd: Int32
     let generation: UInt32
-    /// For a datagram connection, the peer that writes go to; nil for a stream connection.
+    /// For a datagram connection, the peer that writes go to (nil if the datagram's sender had
+    /// no address); nil for a stream connection.
     public let peer: SocketAddress?
+
+    /// Whether this is the handle of a datagram connection (its socket's registration, which
+    /// uses the listeners' generation 0: connections never do).
+    public var isDatagram: Bool { generation == EventLoop.listenerGeneration }
 
     init(inbox: LoopInbox, fd: Int32, generation: UInt32, peer: SocketAddress? = nil) {
         self.inbox = inbox
@@ -205,8 +210,8 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// stream with a hole in it is never delivered). Pace writes by their completions to stay
     /// under it.
     public func write(_ bytes: [UInt8], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if let peer {
-            inbox.enqueueDatagram(fd: fd, peer: peer, buffers: [bytes], completion: completion)
+        if isDatagram {
+            sendDatagram([bytes], completion)
             return
         }
         inbox.enqueueWrite(fd: fd, generation: generation, buffers: [bytes], completion: completion)
@@ -214,8 +219,8 @@ public struct ConnectionHandle: Sendable, Hashable {
 
     /// Writes several buffers in order from any thread (gnet's `AsyncWritev`), bounded as `write`.
     public func writev(_ buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if let peer {
-            inbox.enqueueDatagram(fd: fd, peer: peer, buffers: buffers, completion: completion)
+        if isDatagram {
+            sendDatagram(buffers, completion)
             return
         }
         inbox.enqueueWrite(fd: fd, generation: generation, buffers: buffers, completion: completion)
@@ -223,7 +228,7 @@ public struct ConnectionHandle: Sendable, Hashable {
 
     /// Makes the loop call `onTraffic` for this connection even without new input (gnet's `Wake`).
     public func wake(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if peer != nil {
+        if isDatagram {
             completion?(.failure(Self.notForDatagrams))
             return
         }
@@ -234,11 +239,19 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// called once the connection has closed (after its `onClose`), or with
     /// `GNetError.connectionClosed` if it was already gone.
     public func close(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if peer != nil {
+        if isDatagram {
             completion?(.failure(Self.notForDatagrams))
             return
         }
         inbox.enqueue(.close(fd: fd, generation: generation, completion: completion))
+    }
+
+    private func sendDatagram(_ buffers: [[UInt8]], _ completion: (@Sendable (Result<Void, any Error>) -> Void)?) {
+        guard let peer else {
+            completion?(.failure(Connection.noDatagramYet))
+            return
+        }
+        inbox.enqueueDatagram(fd: fd, peer: peer, buffers: buffers, completion: completion)
     }
 
     static let notForDatagrams = GNetError.misuse(

@@ -432,6 +432,7 @@ enum UDPScenarios {
                 }
             }
             guard let h = kept.withLock({ $0 }) else { throw ConformanceFailure("no handle kept") }
+            try expect(h.isDatagram, "the handle of a datagram connection says isDatagram false")
             try expect(h.peer == client.localAddress, "the handle's peer is \(h.peer.map(\.description) ?? "nil"), not the sender \(client.localAddress)")
             try await checkHandle(h, client)
             lateHandle.withLock { $0 = h }
