@@ -43,6 +43,25 @@ struct DatagramTests {
         await #expect(throws: GNetError.self) { try await engine.dial("udp://127.0.0.1:9") }
     }
 
+    /// With `Options.edgeTriggered` the datagram socket is still watched level-triggered: a
+    /// burst larger than one batch is drained, readiness after readiness.
+    @Test func edgeTriggeredEngineDrainsDatagramBursts() throws {
+        var o = Options()
+        o.poller = .epoll
+        o.edgeTriggered = true
+        o.datagramBatchSize = 2
+        let engine = try Engine(handler: Echo(seen: Locked([])), addresses: ["udp://127.0.0.1:0"], options: o)
+        try engine.start()
+        defer { engine.stop(); engine.wait() }
+        let client = try UDPClient()
+        for round in 0..<10 {
+            for i in 0..<16 { try client.send(patternBytes(10 + i, seed: UInt64(round)), to: engine.addresses[0]) }
+            var sizes: [Int] = []
+            for _ in 0..<16 { sizes.append(try client.receive("an echo of round \(round)").bytes.count) }
+            #expect(sizes.sorted() == Array(10..<26), "round \(round): echo sizes \(sizes.sorted())")
+        }
+    }
+
     /// An interface that is up, has multicast on and is not loopback (`/sys/class/net`).
     static let multicastInterface: String? = {
         guard let d = opendir("/sys/class/net") else { return nil }
