@@ -183,6 +183,43 @@ def category_table(category, spec, samples, rows, meta, skipped_meta):
     return lines
 
 
+def variants_section(rows):
+    """The echo variants against the plain echo on the same backend, same run: the codec path
+    (`gnet-echo-framed`, target >= 0.9x) and the metrics-on echo (`gnet-echo-metrics`, target 1x)."""
+    echo = [(sc, srv) for (cat, sc, srv) in rows if cat == "echo"]
+    lines = []
+    same_backend = lambda srv: "gnet-echo/" + srv.split("/", 1)[1]
+    for variant, what, baseline in (
+            ("gnet-echo-framed", "length-field framed echo (GNetCodec) vs the plain echo", same_backend),
+            ("gnet-echo-metrics", "echo with loop statistics, busy time and GNetMetrics on vs the plain echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs the callback echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs SwiftNIO's NIOAsyncChannel echo", lambda srv: "nio-async-echo")):
+        pairs = []
+        for sc, srv in echo:
+            if not srv.startswith(variant + "/"):
+                continue
+            plain = rows.get(("echo", sc, baseline(srv)))
+            row = rows[("echo", sc, srv)]
+            if plain and plain["ok"] and row["ok"] and plain["rate"] and row["rate"]:
+                pairs.append((sc, srv, row["rate"] / plain["rate"],
+                              (row.get("per_cpu") or 0) / plain["per_cpu"] if plain.get("per_cpu") else None))
+        if not pairs:
+            continue
+        if not lines:
+            lines += ["## Echo variants", "",
+                      "The same run: *rate ratio* (and per-CPU-s ratio) of each variant to its baseline in each "
+                      "scenario, and their geometric mean.", ""]
+        lines += [f"### {what}", "", "| scenario | server | rate ratio | per-CPU-s ratio |", "|---|---|--:|--:|"]
+        for sc, srv, r, c in pairs:
+            lines.append(f"| {sc} | {srv} | {r:.2f}x | {'—' if c is None else f'{c:.2f}x'} |")
+        geo = 1.0
+        for _, _, r, _ in pairs:
+            geo *= r
+        geo **= 1 / len(pairs)
+        lines += [f"| geometric mean | | {geo:.3f}x | |", ""]
+    return lines
+
+
 def efficiency_section(path, meta):
     if not path.exists() or not path.read_text().strip():
         return []
@@ -299,6 +336,7 @@ def main():
     ]
     for category, spec in CATEGORIES.items():
         out += category_table(category, spec, samples, rows, meta, skipped)
+    out += variants_section(rows)
     out += efficiency_section(args.results / "efficiency.tsv", meta)
     args.output.write_text("\n".join(out))
 

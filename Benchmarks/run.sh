@@ -107,6 +107,10 @@ done
 # The codec path (GNetCodec's length-field frames, `gnet-echo --framed`), on the first backend:
 # compared with the plain echo on the same backend in the same run.
 ECHO_SERVERS+=("gnet-echo-framed/${POLLERS%% *}")
+# The plain echo with loop statistics, busy time and their publication on (`gnet-echo --metrics`).
+ECHO_SERVERS+=("gnet-echo-metrics/${POLLERS%% *}")
+# The async layer (GNetAsync, `gnet-echo-async`) beside SwiftNIO's NIOAsyncChannel echo.
+ECHO_SERVERS+=("gnet-echo-async/${POLLERS%% *}" nio-async-echo)
 ECHO_SERVERS+=(nio-echo c-echo)
 HTTP_SERVERS+=(nio-http nio-http-raw c-http)
 REDIS_SERVERS+=(redis-server)
@@ -180,15 +184,16 @@ build() {
     say "building the SwiftNIO peers (swift build -c release in Benchmarks/)"
     if ! (cd "$HERE" && swift build -c release) >"$RESULTS/build-benchmarks.log" 2>&1; then
         say "  failed (see Benchmarks/results/build-benchmarks.log); NIO servers will be skipped"
-        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed"
+        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed" UNBUILT[nio-async-echo]="build failed"
     fi
     [[ -n $GNET_BIN ]] && return 0
     local product
     : >"$RESULTS/build-main.log"
-    for product in gnet-echo gnet-http gnet-redis; do
+    for product in gnet-echo gnet-echo-async gnet-http gnet-redis; do
         local wanted=0
         case $product in
             gnet-echo) wants echo || wants efficiency && wanted=1 ;;
+            gnet-echo-async) wants echo && wanted=1 ;;
             gnet-http) wants http || wants efficiency && wanted=1 ;;
             gnet-redis) wants redis && wanted=1 ;;
         esac
