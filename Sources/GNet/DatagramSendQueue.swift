@@ -78,9 +78,9 @@ final class DatagramSendQueue {
     /// Sends every queued datagram from `fd`, with as few `sendmmsg` calls as the kernel
     /// allows, and empties the queue. A datagram the kernel refuses (a full send buffer, an
     /// ICMP error queued on the socket, one too large) is skipped, not retried: returns how
-    /// many were, with the last error.
-    func flush(_ fd: Int32) -> (unsent: Int, error: SystemError?) {
-        guard count > 0 else { return (0, nil) }
+    /// many were, with the last error, and how many were sent with how many bytes.
+    func flush(_ fd: Int32) -> (sent: Int, bytes: Int, unsent: Int, error: SystemError?) {
+        guard count > 0 else { return (0, 0, 0, nil) }
         if let base = arena.readable.baseAddress {
             for i in 0..<count where arenaOffsets[i] >= 0 {
                 iovecs[i].iov_base = UnsafeMutableRawPointer(mutating: base + arenaOffsets[i])
@@ -88,10 +88,12 @@ final class DatagramSendQueue {
         }
         var start = 0
         var unsent = 0
+        var bytes = 0
         var lastError: SystemError? = nil
         while start < count {
             let r = cgnet_sendmmsg(fd, msgs + start, UInt32(count - start), Int32(MSG_NOSIGNAL) | CGNET_MSG_DONTWAIT)
             if r > 0 {
+                for i in start..<start + Int(r) { bytes += Int(msgs[i].msg_len) }
                 start += Int(r)
                 continue
             }
@@ -102,9 +104,10 @@ final class DatagramSendQueue {
             unsent += 1
             start += 1
         }
+        let sent = count - unsent
         count = 0
         arena.reset(keepingCapacityUpTo: Self.arenaLimit)
-        return (unsent, lastError)
+        return (sent, bytes, unsent, lastError)
     }
 
     /// Drops what is queued (the socket is closing).

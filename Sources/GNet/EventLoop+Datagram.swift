@@ -144,6 +144,8 @@ extension EventLoop {
                 truncated(l, c, length: length)
                 continue
             }
+            stats.datagramsReceived &+= 1
+            stats.bytesRead &+= length
             c.lent = UnsafeRawBufferPointer(start: batch.slot(i), count: length)
             c.inCallback = true
             let action = handler.onTraffic(c)
@@ -155,6 +157,7 @@ extension EventLoop {
 
     private final func truncated(_ l: Listener, _ c: Connection, length: Int) {
         inbox.truncatedDatagrams.add(1, ordering: .relaxed)
+        stats.datagramsTruncated &+= 1
         if let n = l.truncations.occurrence() {
             logger.warning("a datagram larger than Options.readBufferCapacity was dropped", metadata: [
                 "listener": "\(l.boundAddress)", "from": "\(c.remoteAddress.map(\.description) ?? "?")",
@@ -173,8 +176,11 @@ extension EventLoop {
             q.discard()
             return
         }
-        let (unsent, error) = q.flush(l.fd)
+        let (sent, bytes, unsent, error) = q.flush(l.fd)
+        stats.datagramsSent &+= sent
+        stats.bytesWritten &+= bytes
         if unsent > 0 {
+            stats.datagramsUnsent &+= unsent
             inbox.unsentDatagrams.add(unsent, ordering: .relaxed)
             datagramTrouble(l, error ?? SystemError("sendmmsg", errno: EAGAIN))
         }
@@ -257,9 +263,11 @@ extension EventLoop {
     }
 
     private final func sendDatagram(_ c: Connection, iovecCount n: Int, to address: SocketAddress) throws {
-        guard try Socket.sendDatagram(c.fd, iovecs, n, to: address) else {
+        guard let sent = try Socket.sendDatagram(c.fd, iovecs, n, to: address) else {
             throw SystemError("sendmsg(\(address)): the socket's send buffer is full; the datagram was not sent", errno: EAGAIN)
         }
+        stats.datagramsSent &+= 1
+        stats.bytesWritten &+= sent
     }
 
     /// Renders one datagram in place (`write(reservingCapacity:)`) and sends it to `address`.

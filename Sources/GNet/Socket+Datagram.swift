@@ -76,22 +76,22 @@ extension Socket {
         return Int(n)
     }
 
-    /// Sends one datagram of the gathered `iov` to `address`. Returns false for would-block
-    /// (the socket's send buffer is full).
+    /// Sends one datagram of the gathered `iov` to `address`. Returns its size, nil for
+    /// would-block (the socket's send buffer is full).
     @inline(__always)
     static func sendDatagram(
         _ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int, to address: SocketAddress
-    ) throws(SystemError) -> Bool {
+    ) throws(SystemError) -> Int? {
         var storage = address.storage
-        return try withUnsafeMutablePointer(to: &storage) { (name) throws(SystemError) -> Bool in
+        return try withUnsafeMutablePointer(to: &storage) { (name) throws(SystemError) -> Int? in
             var msg = msghdr()
             msg.msg_name = UnsafeMutableRawPointer(name)
             msg.msg_namelen = address.length
             msg.msg_iov = iov
             msg.msg_iovlen = count
             let r = try sysCallNonBlocking("sendmsg(\(address))") { sendmsg(fd, &msg, Int32(MSG_NOSIGNAL) | CGNET_MSG_DONTWAIT) }
-            guard case .done = r else { return false }
-            return true
+            guard case .done(let n) = r else { return nil }
+            return n
         }
     }
 }
