@@ -112,6 +112,11 @@ public final class AsyncServer: Sendable {
         let (stream, continuation) = AsyncStream.makeStream(of: AsyncConnection.self)
         connections = stream
         engine = try Engine(handler: AsyncBridge(options: asyncOptions, accepted: continuation), addresses: addresses, options: options)
+        // Datagrams have no connection to hand over: refuse them rather than drop them unseen.
+        if let datagram = engine.listenAddresses.first(where: \.network.isDatagram) {
+            throw GNetError.invalidAddress(
+                datagram.original, reason: "AsyncServer serves stream connections; serve udp and unixgram with an EventHandler")
+        }
     }
 
     /// Starts the engine, runs `body` with the accepted connections, then stops the engine
