@@ -18,6 +18,7 @@ from pathlib import Path
 CATEGORIES = OrderedDict(
     [
         ("echo", {"title": "Echo", "unit": "msgs", "refs": ["nio-echo", "c-echo"]}),
+        ("udp", {"title": "UDP echo (datagrams)", "unit": "dgrams", "refs": ["nio-udp-echo", "c-udp-echo"]}),
         ("http", {"title": "HTTP/1.1 plaintext", "unit": "req", "refs": ["nio-http", "nio-http-raw", "c-http"]}),
         ("redis", {"title": "Redis protocol (RESP2)", "unit": "req", "refs": ["redis-server"]}),
     ]
@@ -131,7 +132,7 @@ def category_table(category, spec, samples, rows, meta, skipped_meta):
                                                    for sc in scenarios if (category, sc, srv) in rows)]
     shown = [srv for srv in servers if srv not in never_ok]
     refs = spec["refs"]
-    has_p999 = category == "echo"
+    has_p999 = category in ("echo", "udp")
     unit = spec["unit"]
 
     header = ["scenario", "server", f"{unit}/s", "p50 µs", "p99 µs"]
@@ -314,7 +315,9 @@ def main():
         f"load runs on core {meta.get('load_cpu', '?')}. {rounds} round(s); within a round each scenario "
         f"runs against every server in turn (order rotated per round), each freshly started. Figures "
         f"are medians over rounds. Echo: {meta.get('echo_duration', '?')} s measured after "
-        f"{meta.get('warmup', '?')} s warm-up with `loadgen`, which checks every echoed byte. HTTP: "
+        f"{meta.get('warmup', '?')} s warm-up with `loadgen`, which checks every echoed byte. UDP echo: "
+        f"the same durations with `udpgen`: each socket keeps the scenario's depth of datagrams in flight, "
+        f"every reply checked (size, sequence, each byte), a datagram unanswered for 200 ms counted as lost. HTTP: "
         f"`wrk -t1 -c{meta.get('http_conns', '?')} -d{meta.get('http_duration', '?')}s`, with and "
         f"without {meta.get('pipeline', '?')}-deep pipelining. Redis: `redis-benchmark "
         f"-c {meta.get('redis_conns', '?')}`, with and without `-P {meta.get('pipeline', '?')}`, each "
