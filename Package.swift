@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
         .library(name: "GNetMetrics", targets: ["GNetMetrics"]),
         .library(name: "GNetAsync", targets: ["GNetAsync"]),
+        .library(name: "GNetTLS", targets: ["GNetTLS"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -67,6 +68,11 @@ let package = Package(
             name: "GNetAsync",
             dependencies: ["GNet", "GNetLocks", .product(name: "DequeModule", package: "swift-collections")]
         ),
+        // The system's OpenSSL 3 (Debian: libssl-dev), for GNetTLS only.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // TLS on OpenSSL as a per-connection layer between the loop's ciphertext and the
+        // handler's plaintext.
+        .target(name: "GNetTLS", dependencies: ["GNet", "GNetLocks", "COpenSSL"]),
         // The loops' statistics published through swift-metrics.
         .target(
             name: "GNetMetrics",
@@ -159,6 +165,7 @@ let package = Package(
             name: "GNetMetricsTests",
             dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
+        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS"]),
         .testTarget(name: "GNetAsyncTests", dependencies: ["GNetAsync", "GNet", "GNetConformance", "GNetLocks", "TestSupport"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
