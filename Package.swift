@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "ExampleSupport",
             dependencies: [
-                "GNet", .product(name: "Logging", package: "swift-log"),
+                "GNet", "GNetTLS", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/Support"
@@ -165,7 +165,7 @@ let package = Package(
             name: "GNetMetricsTests",
             dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
-        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS"]),
+        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS", "GNet", "GNetLocks"]),
         .testTarget(name: "GNetAsyncTests", dependencies: ["GNetAsync", "GNet", "GNetConformance", "GNetLocks", "TestSupport"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import GNet
+import GNetTLS
 
 /// The command line every example server takes:
 /// `[--host 127.0.0.1] [--port N] [--addr URL ...] [--loops N] [--reuse-port] [--lb NAME] [--poller NAME]
@@ -40,6 +41,12 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Close a connection that neither sends nor receives for this many seconds (fractions allowed). Default: never.")
     public var idleTimeout: Double?
 
+    @Option(help: "Serve TLS with this PEM certificate chain (with --tls-key). Make a throwaway one with scripts/tls-certs.sh.")
+    public var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    public var tlsKey: String?
+
     @Flag(help: "Log engine events (boot, stop, trouble) to stderr.")
     public var verbose = false
 
@@ -48,6 +55,9 @@ public struct ServerOptions: ParsableArguments {
     public func validate() throws {
         if !addresses.isEmpty && port != nil {
             throw ValidationError("--port applies only without --addr; put the port in each --addr URL")
+        }
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
         }
         if let t = idleTimeout, !(t > 0 && t <= 1e9) {
             throw ValidationError("--idle-timeout must be a positive number of seconds (up to 1e9), got \(t)")
@@ -69,6 +79,9 @@ public struct ServerOptions: ParsableArguments {
             options.loadBalancing = loadBalancing.value
             options.edgeTriggered = edgeTriggered
             if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
+            if let tlsCert, let tlsKey {
+                options.tls = try TLSContext(.server(certificateChain: tlsCert, privateKey: tlsKey))
+            }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let addresses = self.addresses.isEmpty ? [ExampleServer.address(host: host, port: port ?? defaultPort)] : self.addresses

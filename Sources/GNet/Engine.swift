@@ -108,6 +108,12 @@ public final class Engine: Sendable {
     init(handler: any EventHandler, listening addresses: [String], options: Options) throws {
         try options.validate()
         self.listenAddresses = try addresses.map { try ListenAddress(parsing: $0) }
+        if options.acceptedLayer != nil, let datagram = listenAddresses.first(where: \.network.isDatagram) {
+            // Datagrams would bypass the layer: refuse rather than serve them in plaintext.
+            throw GNetError.invalidOption(
+                name: "tls",
+                reason: "TLS applies to stream connections, and \(datagram.original) would carry plaintext datagrams (DTLS is not supported); serve datagram addresses from an engine without TLS")
+        }
         self.poller = try PollerKind.resolve(options.poller)
         self.handler = handler
         self.options = options

@@ -36,6 +36,20 @@ struct DatagramTests {
         }
     }
 
+    /// A layer factory that is never used: the engine must refuse before any connection.
+    struct UnusedLayers: ConnectionLayerFactory {
+        func makeLayer(accepted: Bool, serverName: String?) throws -> any ConnectionLayer {
+            throw GNetError.misuse("not for this test")
+        }
+    }
+
+    @Test func tlsWithDatagramAddressesIsRefused() {
+        var o = Options()
+        o.layerFactory = UnusedLayers()
+        #expect(throws: GNetError.self) { try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], options: o) }
+        #expect(throws: Never.self) { try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"], options: o) }
+    }
+
     @Test func diallingUDPIsRefused() async throws {
         let engine = try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"])
         try engine.start()
