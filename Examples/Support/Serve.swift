@@ -35,11 +35,12 @@ public enum ExampleServer {
     }
 
     /// Runs `engine` until SIGINT or SIGTERM, printing
-    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections.
+    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections (every
+    /// address, space-separated, when it serves several: `tcp://… udp://… unix://…`).
     public static func serve(_ engine: Engine) throws {
         let signals = blockStopSignals()
         try engine.start()
-        let address = engine.addresses.first.map(\.description) ?? "?"
+        let address = engine.boundAddresses.map(\.description).joined(separator: " ")
         printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
         let waiter = SignalWaiter(signals: signals, engine: engine)
         var thread = pthread_t()
