@@ -68,7 +68,7 @@ extension EventLoop {
                 return
             case .skipped(let error):
                 if let n = l.trouble.occurrence() {
-                    logger.info("a connection failed before it was accepted", metadata: [
+                    logger.debug("a connection failed before it was accepted", metadata: [
                         "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
                 }
             case .exhausted(let error):
@@ -144,7 +144,7 @@ extension EventLoop {
         } catch {
             if let n = socketOptionTrouble.occurrence() {
                 logger.error("cannot watch an accepted connection; closing it", metadata: [
-                    "fd": "\(fd)", "error": "\(error)", "occurrences": "\(n)"])
+                    "fd": "\(fd)", "remote": "\(remote.map(\.description) ?? "?")", "error": "\(error)", "occurrences": "\(n)"])
             }
             inbox.connectionCount.subtract(1, ordering: .relaxed)
             _ = closeDescriptor(fd)
@@ -176,8 +176,10 @@ extension EventLoop {
             if let b = options.socketSendBuffer { try c.setSendBuffer(b) }
         } catch {
             if let n = socketOptionTrouble.occurrence() {
-                logger.warning("a socket option from Options was refused for an accepted connection", metadata: [
-                    "error": "\(error)", "occurrences": "\(n)"])
+                var metadata = connectionMetadata(c)
+                metadata["error"] = "\(error)"
+                metadata["occurrences"] = "\(n)"
+                logger.warning("a socket option from Options was refused for an accepted connection", metadata: metadata)
             }
         }
     }

@@ -16,8 +16,9 @@ enum LoopTask: Sendable {
     case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
-    /// Stop: close listeners, flush and close connections, end the loop.
-    case stop
+    /// Stop: close listeners; quiesce, flush and close connections (`.gracefully`) or abort
+    /// them (`.immediately`); end the loop.
+    case stop(Engine.StopMode)
     /// Run a closure on the loop thread (`EventLoopHandle.execute`, and the engine's own).
     case run(@Sendable () -> Void)
     /// Arm a timer for a scheduled closure (`EventLoopHandle.schedule`).

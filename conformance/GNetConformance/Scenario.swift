@@ -38,7 +38,7 @@ public enum Scenarios {
     public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + EngineLifecycleScenarios.all
         + ServerMatrixScenarios.all + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
         + AcceptScenarios.all + CodecScenarios.all + LoopScenarios.all + IdleScenarios.all
-        + WorkerPoolScenarios.all
+        + WorkerPoolScenarios.all + StopScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }
