@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Poller", targets: ["Poller"]),
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
+        .library(name: "GNetServiceLifecycle", targets: ["GNetServiceLifecycle"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // The contract every backend implements. No platform code.
@@ -56,6 +58,12 @@ let package = Package(
             name: "GNetWorkerPool",
             dependencies: ["GNet", "GNetLocks", "CGNetLinux", .product(name: "DequeModule", package: "swift-collections")]
         ),
+        // An engine as a swift-service-lifecycle Service: graceful shutdown quiesces, cancellation
+        // aborts. A module of its own, so GNet does not depend on ServiceLifecycle.
+        .target(
+            name: "GNetServiceLifecycle",
+            dependencies: ["GNet", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
         // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
         // the test targets and by the conformance suite (which the gnet-conformance tool runs
         // too, so this is a library target rather than a test target).
@@ -65,11 +73,13 @@ let package = Package(
             dependencies: ["GNet", "GNetCodec", "GNetWorkerPool", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
             path: "conformance/GNetConformance"
         ),
-        // What the example servers share: logging set-up, the ready line, signal handling.
+        // What the example servers share: logging set-up, the ready line, running the engine in
+        // a ServiceGroup that stops it on SIGINT/SIGTERM.
         .target(
             name: "ExampleSupport",
             dependencies: [
-                "GNet", .product(name: "Logging", package: "swift-log"),
+                "GNet", "GNetServiceLifecycle", "GNetLocks", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/Support"
@@ -131,6 +141,15 @@ let package = Package(
         .testTarget(
             name: "GNetWorkerPoolTests",
             dependencies: ["GNetWorkerPool", "GNet", "GNetConformance", "TestSupport"]
+        ),
+        .testTarget(
+            name: "GNetServiceLifecycleTests",
+            dependencies: [
+                "GNetServiceLifecycle", "GNet", "GNetConformance", "GNetLocks",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "ConformanceTests",
