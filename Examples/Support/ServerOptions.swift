@@ -1,8 +1,10 @@
 import ArgumentParser
 import GNet
+import Logging
 
 /// The command line every example server takes:
-/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--idle-timeout SECONDS] [--verbose]`.
+/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--idle-timeout SECONDS]
+/// [--log-level LEVEL] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
@@ -26,7 +28,12 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Close a connection that neither sends nor receives for this many seconds (fractions allowed). Default: never.")
     public var idleTimeout: Double?
 
-    @Flag(help: "Log engine events (boot, stop, trouble) to stderr.")
+    @Option(help: ArgumentHelp(
+        "Log messages at this level and above to stderr: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")). Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
+        valueName: "level"))
+    public var logLevel: Logger.Level?
+
+    @Flag(help: "The same as --log-level info.")
     public var verbose = false
 
     public init() {}
@@ -37,26 +44,32 @@ public struct ServerOptions: ParsableArguments {
         }
     }
 
-    /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`).
+    /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`),
+    /// logging through a `Logger` labelled `name` at `--log-level`.
     /// An engine error (bad address, port in use, unknown poller, bad option) is printed as
     /// `NAME: what to fix` and exits with status 1, rather than as a usage error.
     public func serve(
         _ name: String, _ handler: some EventHandler, defaultPort: Int,
         configure: (inout Options) -> Void = { _ in }
     ) throws {
-        ExampleServer.bootstrapLogging(verbose: verbose)
+        ExampleServer.bootstrapLogging(level: logLevel ?? (verbose ? .info : .warning))
         do {
             var options = Options()
+            options.logger = Logger(label: name)
             options.loops = loops
             options.reusePort = reusePort
             if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let address = ExampleServer.address(host: host, port: port ?? defaultPort)
-            try ExampleServer.serve(Engine(handler: handler, addresses: [address], options: options))
+            try ExampleServer.serve(
+                Engine(handler: handler, addresses: [address], options: options),
+                shutdownTimeout: options.shutdownTimeout, logger: options.logger)
         } catch {
             ExampleServer.printError("\(name): \(error)")
             throw ExitCode.failure
         }
     }
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

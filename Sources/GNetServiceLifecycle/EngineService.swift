@@ -29,22 +29,30 @@ import ServiceLifecycle
 public struct EngineService: Service, CustomStringConvertible {
     /// The engine this service runs.
     public let engine: Engine
+    private let onStarted: @Sendable (Engine) -> Void
 
-    /// Runs `engine`, which must not have been started.
-    public init(_ engine: Engine) {
+    /// Runs `engine`, which must not have been started. `onStarted` is called once the engine
+    /// serves (`start()` has returned: `engine.addresses` tells where), on the task running
+    /// `run()`: to print a ready line, say, or to tell a supervisor.
+    public init(_ engine: Engine, onStarted: @escaping @Sendable (Engine) -> Void = { _ in }) {
         self.engine = engine
+        self.onStarted = onStarted
     }
 
     /// Creates the engine (see `Engine.init(handler:addresses:options:)`, which throws for an
     /// unparsable address or an invalid option).
-    public init(handler: any EventHandler, addresses: [String], options: Options = Options()) throws {
-        self.engine = try Engine(handler: handler, addresses: addresses, options: options)
+    public init(
+        handler: any EventHandler, addresses: [String], options: Options = Options(),
+        onStarted: @escaping @Sendable (Engine) -> Void = { _ in }
+    ) throws {
+        self.init(try Engine(handler: handler, addresses: addresses, options: options), onStarted: onStarted)
     }
 
     public func run() async throws {
         // Started before the handlers are installed, so a shutdown or cancellation that came
         // earlier stops a started engine (installing a handler calls it at once then).
         try engine.start()
+        onStarted(engine)
         let engine = self.engine
         await withGracefulShutdownHandler {
             await engine.stopped(onCancel: .immediately)
