@@ -136,7 +136,10 @@ let package = Package(
         .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
-        .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
+        .testTarget(
+            name: "GNetTests",
+            dependencies: ["GNet", "GNetConformance", "GNetLocks", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
             name: "GNetWorkerPoolTests",
