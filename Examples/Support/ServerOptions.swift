@@ -29,7 +29,7 @@ public struct ServerOptions: ParsableArguments {
     public var idleTimeout: Double?
 
     @Option(help: ArgumentHelp(
-        "Log messages at this level and above to stderr: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")). Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
+        "Log messages at this level and above to stderr. Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
         valueName: "level"))
     public var logLevel: Logger.Level?
 
