@@ -71,7 +71,6 @@ struct EngineServiceTests {
         #expect(handler.quiesced.count == 2)
         #expect(handler.closeErrors.isEmpty)
         #expect(handler.opened == handler.closes)
-        #expect(threadsNamed("gnet-loop") == 0)
     }
 
     @Test func cancellationResetsEveryConnectionAtOnce() async throws {
