@@ -48,7 +48,9 @@ enum StopScenarios {
             let idleEnd = try await onThread("the idle client's EOF") { try idleClient.readToEnd() }
             try expect(idleEnd.bytes.isEmpty && idleEnd.end == .eof, "the idle client got \(idleEnd.bytes.count) bytes, then \(idleEnd.end)")
             idleClient.shutdownWrite()  // ends the server's lingering close
-            // New connections are refused: the listeners are closed.
+            // New connections are refused: the listener is closed. It is loop 0's (the shared
+            // acceptor), and work queued there after stop() runs after loop 0 began stopping.
+            try await engine.loops[0].submit {}
             try expect(connectRefused(address), "a connection was accepted after the stop began")
             // The request in flight is finished and answered, then EOF.
             try busyClient.send("uest\n")
