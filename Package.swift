@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "gnet-http", targets: ["gnet-http"]),
         .executable(name: "gnet-redis", targets: ["gnet-redis"]),
         .executable(name: "gnet-kv", targets: ["gnet-kv"]),
+        .executable(name: "gnet-dial", targets: ["gnet-dial"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -93,6 +94,12 @@ let package = Package(
             name: "gnet-echo",
             dependencies: ["GNet", "GNetCodec", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
+        ),
+        // An echo client on GNet's Client: dials, pings, checks every byte.
+        .executableTarget(
+            name: "gnet-dial",
+            dependencies: ["GNet", "GNetLocks", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/Dial"
         ),
         // The HTTP/1.1 request scanner and response writer behind gnet-http; pure, unit-tested.
         .target(name: "HTTPCore", dependencies: ["GNet"], path: "Examples/HTTPCore"),

@@ -97,15 +97,16 @@ def mib(n):
 class Server:
     """One example server started by this script, on a free port."""
 
-    def __init__(self, bin_dir, name, poller=None):
+    def __init__(self, bin_dir, name, poller=None, extra=()):
         self.name = name
-        self.label = f"{name} (poller={poller or 'default'})"
+        self.label = f"{name} (poller={poller or 'default'}{''.join(' ' + a for a in extra)})"
         path = os.path.join(bin_dir, name)
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{path} is missing or not executable; run `swift build` first")
         args = [path, "--host", "127.0.0.1", "--port", "0"]
         if poller:
             args += ["--poller", poller]
+        args += list(extra)
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
@@ -588,10 +589,32 @@ def sigterm_http_in_flight(bin_dir):
 # ---------------------------------------------------------------------------- main
 
 
-def run(bin_dir, name, poller, scenarios):
+def dial_client(bin_dir):
+    """Returns a scenario running gnet-dial (the client example) against the server."""
+    def scenario(server):
+        path = os.path.join(bin_dir, "gnet-dial")
+        args = [path, f"tcp://127.0.0.1:{server.port}", "--connections", "50", "--rounds", "10", "--loops", "2"]
+        p = subprocess.run(args, capture_output=True, timeout=60)
+        out = p.stdout.decode(errors="replace").strip()
+        check(f"gnet-dial, {server.label}", p.returncode == 0 and out.startswith("50 of 50 connections"),
+              f"exit {p.returncode}: {out} {p.stderr.decode(errors='replace').strip()}")
+        # A port nobody listens on: a typed refusal, exit status 1, at once.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        started = time.monotonic()
+        p = subprocess.run([path, f"tcp://127.0.0.1:{closed}"], capture_output=True, timeout=30)
+        err = p.stderr.decode(errors="replace").strip()
+        took = time.monotonic() - started
+        check("gnet-dial to a closed port", p.returncode == 1 and "refused" in err and took < 5,
+              f"exit {p.returncode} after {took:.1f} s: {err}")
+    return scenario
+
+
+def run(bin_dir, name, poller, scenarios, extra=()):
     """Starts one server, runs (label, function) scenarios against it in turn, stops it."""
     try:
-        server = Server(bin_dir, name, poller)
+        server = Server(bin_dir, name, poller, extra)
     except (RuntimeError, OSError) as e:
         check(f"start {name} (poller={poller or 'default'})", False, str(e))
         return
@@ -625,6 +648,13 @@ def main():
     ])
     for poller in ("libevent", "dispatch"):
         run(bin_dir, "gnet-echo", poller, [("(a) non-reader", lambda s: non_reader(s, "echo"))])
+    # Edge-triggered, on two loops balanced by connection count: the same guarantees.
+    run(bin_dir, "gnet-echo", None, [
+        ("(a) non-reader", lambda s: non_reader(s, "echo")),
+        ("(b) slow reader", slow_reader),
+        ("(c) half-closed non-reader", half_closed_idle),
+        ("gnet-dial", dial_client(bin_dir)),
+    ], extra=("--edge-triggered", "--loops", "2", "--lb", "least-connections"))
     run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
     run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
     for name, scenario in (("gnet-echo", sigterm_echo), ("gnet-http", sigterm_http_in_flight)):

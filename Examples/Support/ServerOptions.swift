@@ -3,8 +3,8 @@ import GNet
 import Logging
 
 /// The command line every example server takes:
-/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--poller NAME] [--idle-timeout SECONDS]
-/// [--log-level LEVEL] [--verbose]`.
+/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--lb NAME] [--poller NAME] [--edge-triggered]
+/// [--idle-timeout SECONDS] [--log-level LEVEL] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
@@ -15,15 +15,21 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Event loops (threads).")
     public var loops = 1
 
-    @Flag(help: """
+    @Flag(name: [.customLong("reuse-port"), .customLong("reuseport")], help: """
         With several loops, give each its own listener (SO_REUSEPORT) and let the kernel spread \
         connections. Another server that sets it too may then share the port. Default: one \
         acceptor balances connections over the loops.
         """)
     public var reusePort = false
 
+    @Option(name: .customLong("lb"), help: "How the acceptor spreads connections over the loops: round-robin, least-connections or source-addr-hash.")
+    public var loadBalancing: Balancer = .roundRobin
+
     @Option(help: "Poller backend: \(PollerKind.validNames.joined(separator: ", ")). Default: the platform's.")
     public var poller: String?
+
+    @Flag(help: "Edge-triggered I/O (epoll, or libevent on epoll); other pollers refuse it at start.")
+    public var edgeTriggered = false
 
     @Option(help: "Close a connection that neither sends nor receives for this many seconds (fractions allowed). Default: never.")
     public var idleTimeout: Double?
@@ -58,6 +64,8 @@ public struct ServerOptions: ParsableArguments {
             options.logger = Logger(label: name)
             options.loops = loops
             options.reusePort = reusePort
+            options.loadBalancing = loadBalancing.value
+            options.edgeTriggered = edgeTriggered
             if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
@@ -68,6 +76,21 @@ public struct ServerOptions: ParsableArguments {
         } catch {
             ExampleServer.printError("\(name): \(error)")
             throw ExitCode.failure
+        }
+    }
+}
+
+/// `--lb`, in gnet's names.
+public enum Balancer: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case roundRobin = "round-robin"
+    case leastConnections = "least-connections"
+    case sourceAddrHash = "source-addr-hash"
+
+    var value: LoadBalancing {
+        switch self {
+        case .roundRobin: return .roundRobin
+        case .leastConnections: return .leastConnections
+        case .sourceAddrHash: return .sourceAddressHash
         }
     }
 }

@@ -108,47 +108,57 @@ extension EventLoop {
 
     private final func pickLoop(_ remote: SocketAddress) -> Int {
         guard peers.count > 1 else { return index }
-        switch options.loadBalancing {
-        case .roundRobin:
+        return options.loadBalancing.pick(among: peers, for: remote) {
             roundRobinNext = (roundRobinNext + 1) % peers.count
             return roundRobinNext
-        case .leastConnections:
-            var best = 0
-            var bestCount = Int.max
-            for (i, p) in peers.enumerated() {
-                let n = p.connectionCount.load(ordering: .relaxed)
-                if n < bestCount { best = i; bestCount = n }
-            }
-            return best
-        case .sourceAddressHash:
-            var h: UInt64 = 14_695_981_039_346_656_037
-            for b in remote.host.utf8 { h = (h ^ UInt64(b)) &* 1_099_511_628_211 }
-            return Int(h % UInt64(peers.count))
         }
     }
 
     /// Takes ownership of an accepted socket: options, registration, `onOpen`. The acceptor
     /// has already counted it in `inbox.connectionCount`.
     final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
-        if stopping {
-            inbox.connectionCount.subtract(1, ordering: .relaxed)
-            _ = closeDescriptor(fd)
-            return
-        }
+        _ = open(fd, generation: newGeneration(), remote: remote, listener: listener, registered: [], context: nil)
+    }
+
+    /// A generation for a new registration: never the listeners' 0.
+    final func newGeneration() -> UInt32 {
         nextGeneration &+= 1
         if nextGeneration == Self.listenerGeneration { nextGeneration = 1 }
-        let c = Connection(fd: fd, generation: nextGeneration, loop: self, remote: remote, listener: listener)
-        applySocketOptions(c, tcp: remote?.family != .unix)
-        do {
-            try poller.register(fd, interest: .read, token: PollToken(fd: fd, generation: c.generation))
-        } catch {
-            if let n = socketOptionTrouble.occurrence() {
-                logger.error("cannot watch an accepted connection; closing it", metadata: [
-                    "fd": "\(fd)", "remote": "\(remote.map(\.description) ?? "?")", "error": "\(error)", "occurrences": "\(n)"])
-            }
+        return nextGeneration
+    }
+
+    /// Makes a connected socket a connection of this loop: socket options, read interest (from
+    /// `registered`, what the socket is registered for already), `onOpen`. Returns the
+    /// connection (which `onOpen` may have closed already), or nil when the socket was closed
+    /// instead (the loop is stopping, or the poller refused it). The socket was counted in
+    /// `inbox.connectionCount` by whoever handed it here; a nil return uncounts it.
+    final func open(_ fd: Int32, generation: UInt32, remote: SocketAddress?, listener: SocketAddress?,
+                    registered: IOEvents, context: (any Sendable)?) -> Connection? {
+        let token = PollToken(fd: fd, generation: generation)
+        if stopping {
+            if registered != [] { try? poller.deregister(fd, interest: registered) }
             inbox.connectionCount.subtract(1, ordering: .relaxed)
             _ = closeDescriptor(fd)
-            return
+            return nil
+        }
+        let c = Connection(fd: fd, generation: generation, loop: self, remote: remote, listener: listener)
+        c.context = context
+        applySocketOptions(c, tcp: remote?.family != .unix)
+        do {
+            if registered == [] {
+                try poller.register(fd, interest: .read, token: token, trigger: trigger)
+            } else {
+                try poller.modify(fd, from: registered, to: .read, token: token)
+            }
+        } catch {
+            if let n = socketOptionTrouble.occurrence() {
+                logger.error("cannot watch a new connection; closing it", metadata: [
+                    "fd": "\(fd)", "remote": "\(remote.map(\.description) ?? "?")", "error": "\(error)", "occurrences": "\(n)"])
+            }
+            if registered != [] { try? poller.deregister(fd, interest: registered) }
+            inbox.connectionCount.subtract(1, ordering: .relaxed)
+            _ = closeDescriptor(fd)
+            return nil
         }
         let slot = Int(fd)
         if slot >= connections.count {
@@ -162,6 +172,7 @@ extension EventLoop {
         let (output, action) = handler.onOpen(c)
         if let output, c.state == .open { output.withUnsafeBytes { write(c, $0) } }
         endCallback(c, action)
+        return c
     }
 
     /// The socket options of `Options`, validated there; a failure here (the kernel refusing a
@@ -170,7 +181,9 @@ extension EventLoop {
         do {
             if tcp {
                 if options.tcpNoDelay { try c.setNoDelay(true) }
-                if let k = options.tcpKeepAlive { try c.setKeepAlive(k) }
+                if let k = options.tcpKeepAlive {
+                    try c.setKeepAlive(k, interval: options.tcpKeepAliveInterval, count: options.tcpKeepAliveCount)
+                }
             }
             if let b = options.socketReceiveBuffer { try c.setReceiveBuffer(b) }
             if let b = options.socketSendBuffer { try c.setSendBuffer(b) }
@@ -181,6 +194,29 @@ extension EventLoop {
                 metadata["occurrences"] = "\(n)"
                 logger.warning("a socket option from Options was refused for an accepted connection", metadata: metadata)
             }
+        }
+    }
+}
+
+extension LoadBalancing {
+    /// The index in `loops` of the loop to take a connection with `remote`; `nextInTurn` gives
+    /// the round-robin choice (the caller keeps the counter).
+    func pick(among loops: [LoopInbox], for remote: SocketAddress, nextInTurn: () -> Int) -> Int {
+        switch self {
+        case .roundRobin:
+            return nextInTurn()
+        case .leastConnections:
+            var best = 0
+            var bestCount = Int.max
+            for (i, p) in loops.enumerated() {
+                let n = p.connectionCount.load(ordering: .relaxed)
+                if n < bestCount { best = i; bestCount = n }
+            }
+            return best
+        case .sourceAddressHash:
+            var h: UInt64 = 14_695_981_039_346_656_037
+            for b in remote.host.utf8 { h = (h ^ UInt64(b)) &* 1_099_511_628_211 }
+            return Int(h % UInt64(loops.count))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import GNetLocks
 import Poller
 
 /// One accepted connection, as its handler sees it.
@@ -56,6 +57,8 @@ public final class Connection {
     /// `onTraffic` stopped re-offering buffered input because output backed up; offer it
     /// again when the connection turns writable.
     var trafficDeferred = false
+    /// Queued in the loop's `edgeRetry` (edge-triggered only).
+    var edgeRetryQueued = false
     /// While draining: when output last made progress (the close deadline counts from here).
     var lastProgress = ContinuousClock.Instant.now
     /// Idle timeouts (`EventLoop+Idle.swift`): when bytes were last read and sent (the loop's
@@ -72,8 +75,20 @@ public final class Connection {
     public let remoteAddress: SocketAddress?
     /// The address of the listener that accepted this connection.
     public let listenerAddress: SocketAddress?
-    /// Anything the handler wants to keep with the connection (gnet's `Context`).
+    /// Anything the handler wants to keep with the connection (gnet's `Context`). Loop thread
+    /// only, like the connection; see `sharedContext` for state other threads use too.
     public var context: Any? = nil
+
+    /// A box for per-connection state that other threads read and write too (a worker
+    /// finishing a request, say): `Sendable`, locked. Made on first use; keep the box itself
+    /// where another thread can reach it (capture it with the connection's `handle`).
+    public var sharedContext: SharedContext {
+        if let s = shared { return s }
+        let s = SharedContext()
+        shared = s
+        return s
+    }
+    private var shared: SharedContext? = nil
 
     init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?) {
         self.fd = fd
@@ -304,17 +319,31 @@ extension Connection {
         try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY")
     }
 
-    /// TCP keep-alive: probe an idle peer after `idle` (nil turns keep-alive off).
-    public func setKeepAlive(_ idle: Duration?) throws {
+    /// TCP keep-alive: probe a peer after `idle` without traffic, every `interval` (nil: `idle`,
+    /// as in gnet), dropping the connection after `count` unanswered probes (nil: the kernel's
+    /// 9). nil for `idle` turns keep-alive off. Whole seconds.
+    public func setKeepAlive(_ idle: Duration?, interval: Duration? = nil, count: Int? = nil) throws {
         try checkSocket()
         guard let idle else {
             try Socket.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 0, "SO_KEEPALIVE")
             return
         }
         let secs = Int32(clamping: max(1, idle.components.seconds))
+        let every = interval.map { Int32(clamping: max(1, $0.components.seconds)) } ?? secs
         try Socket.setOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE")
         try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, secs, "TCP_KEEPIDLE")
-        try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, secs, "TCP_KEEPINTVL")
+        try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, every, "TCP_KEEPINTVL")
+        if let count { try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, Int32(clamping: count), "TCP_KEEPCNT") }
+    }
+
+    /// A duplicate of the socket's descriptor (gnet's `Conn.Dup`), close-on-exec, for code
+    /// that needs the socket outside the engine (passing it to another process, say). The
+    /// caller owns and closes it. It shares the socket, its options and its non-blocking mode
+    /// with the connection: the engine keeps serving the original, and the socket stays open
+    /// until both are closed.
+    public func duplicateDescriptor() throws -> Int32 {
+        try checkSocket()
+        return try sysCall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
     /// `SO_RCVBUF`, the kernel's receive buffer size.
@@ -335,5 +364,22 @@ extension Connection {
         try checkSocket()
         var l = linger(l_onoff: timeout == nil ? 0 : 1, l_linger: Int32(clamping: timeout?.components.seconds ?? 0))
         try Socket.setLinger(fd, &l)
+    }
+}
+
+/// Per-connection state that any thread may use (`Connection.sharedContext`): one value under
+/// a lock. `Sendable`.
+public final class SharedContext: Sendable {
+    private let box = Locked<(any Sendable)?>(nil)
+
+    /// The value (nil until set). Any thread.
+    public var value: (any Sendable)? {
+        get { box.withLock { $0 } }
+        set { box.withLock { $0 = newValue } }
+    }
+
+    /// Reads and changes the value atomically. Any thread; do not block inside `body`.
+    public func withLock<R>(_ body: (inout (any Sendable)?) throws -> R) rethrows -> R {
+        try box.withLock(body)
     }
 }

@@ -94,6 +94,8 @@ public final class Engine: Sendable {
         var threads: [LoopThread] = []
         var inboxes: [LoopInbox] = []
         var bound: [SocketAddress] = []
+        /// The (first) listening descriptor of each address, for `duplicateListener`.
+        var listenerFDs: [Int32] = []
         /// Loop threads that have not finished their loop yet.
         var loopsRunning = 0
         /// The waiter that has taken the threads to join and will call `onShutdown`.
@@ -107,14 +109,21 @@ public final class Engine: Sendable {
         var injectedThreadFailure: Int? = nil
     }
     private let state = Monitor(State())
+    /// The round-robin turn of dials without a chosen loop.
+    let dialTurn = Atomic<Int>(0)
 
     /// Checks `options` and parses `addresses`. Throws `GNetError` saying what to fix:
     /// an unparsable address, an invalid option, an unknown poller.
-    public init(handler: any EventHandler, addresses: [String], options: Options = Options()) throws {
-        try options.validate()
+    public convenience init(handler: any EventHandler, addresses: [String], options: Options = Options()) throws {
         guard !addresses.isEmpty else {
-            throw GNetError.invalidAddress("", reason: "no address given")
+            throw GNetError.invalidAddress("", reason: "no address given (a Client dials without listening)")
         }
+        try self.init(handler: handler, listening: addresses, options: options)
+    }
+
+    /// An engine listening on `addresses`, none for a `Client`.
+    init(handler: any EventHandler, listening addresses: [String], options: Options) throws {
+        try options.validate()
         self.listenAddresses = try addresses.map { try ListenAddress(parsing: $0) }
         self.poller = try PollerKind.resolve(options.poller)
         self.handler = handler
@@ -201,9 +210,13 @@ public final class Engine: Sendable {
         var runners: [LoopRunner] = []
         var threads: [LoopThread] = []
         let bound: [SocketAddress]
+        let listenerFDs: [Int32]
         do {
             for i in 0..<options.loops { runners.append(try poller.makeLoop(index: i, engine: self)) }
-            bound = try bindListeners(runners)
+            if options.edgeTriggered && !runners[0].base.poller.capabilities.edgeTriggered {
+                throw GNetError.unsupported(poller: poller.name, feature: "edge-triggered I/O (Options.edgeTriggered)")
+            }
+            (bound, listenerFDs) = try bindListeners(runners)
             let inboxes = runners.map(\.base.inbox)
             for r in runners {
                 r.base.peers = inboxes
@@ -240,6 +253,7 @@ public final class Engine: Sendable {
             s.threads = threads
             s.inboxes = inboxes
             s.bound = bound
+            s.listenerFDs = listenerFDs
             s.loopsRunning = threads.count
             s.bootThread = pthread_self()
             return s.stopMode
@@ -257,23 +271,27 @@ public final class Engine: Sendable {
 
     /// Opens the listeners: one per loop with `SO_REUSEPORT`, or one on the first loop
     /// (which accepts for all). Returns the bound address of each `listenAddresses` entry.
-    private func bindListeners(_ runners: [LoopRunner]) throws -> [SocketAddress] {
+    private func bindListeners(_ runners: [LoopRunner]) throws -> (bound: [SocketAddress], fds: [Int32]) {
         var bound: [SocketAddress] = []
+        var listenerFDs: [Int32] = []
         for address in listenAddresses {
             let perLoop = runners.count > 1 && options.reusePort && address.network != .unix
-            let fd = try Socket.listen(address, reusePort: perLoop, backlog: options.backlog)
+            let fd = try Socket.listen(address, reusePort: perLoop, backlog: options.backlog,
+                                       reuseAddress: options.reuseAddress, device: options.bindToDevice)
             let actual = Socket.localAddress(fd) ?? address.address
             runners[0].base.listeners.append(Listener(fd: fd, address: address, bound: actual))
             bound.append(actual)
+            listenerFDs.append(fd)
             guard perLoop else { continue }
             var same = address
             same.address = address.address.withPort(actual.port ?? 0)
             for r in runners.dropFirst() {
-                let fd = try Socket.listen(same, reusePort: true, backlog: options.backlog)
+                let fd = try Socket.listen(same, reusePort: true, backlog: options.backlog,
+                                           reuseAddress: options.reuseAddress, device: options.bindToDevice)
                 r.base.listeners.append(Listener(fd: fd, address: same, bound: actual))
             }
         }
-        return bound
+        return (bound, listenerFDs)
     }
 
     /// Stops the engine gracefully (see the type's notes): `stop(.gracefully)`.
@@ -375,6 +393,32 @@ public final class Engine: Sendable {
             return s.loopsEndedWaiters
         }
         for k in waiters { k.resume() }
+    }
+
+    /// A duplicate of the listening socket of `listenAddresses[index]` (gnet's `Engine.Dup`),
+    /// close-on-exec, for handing the socket to another process (a graceful restart, say).
+    /// The caller owns and closes it; the engine keeps accepting on the original. Throws
+    /// `GNetError.engineState` unless the engine is running (listeners exist only then), and
+    /// `GNetError.invalidOption` for an index out of range. Any thread.
+    public func duplicateListener(_ index: Int = 0) throws -> Int32 {
+        try state.withLock { s throws -> Int32 in
+            // Under the lock: a stop cannot close the listener before the duplicate is made.
+            guard s.phase == .started, !s.stopRequested else {
+                throw GNetError.engineState("duplicateListener needs a running engine: its listeners are open only then")
+            }
+            guard s.listenerFDs.indices.contains(index) else {
+                throw GNetError.invalidOption(name: "index", reason: "the engine has \(s.listenerFDs.count) listen addresses, got \(index)")
+            }
+            return try sysCall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(s.listenerFDs[index], F_DUPFD_CLOEXEC, 0) }
+        }
+    }
+
+    /// The loops that take dials, or none with whether that is because the engine stopped.
+    func dialTargets() -> (inboxes: [LoopInbox], stopped: Bool) {
+        state.withLock { s in
+            guard s.phase == .started, !s.stopRequested else { return ([], s.stopRequested) }
+            return (s.inboxes, false)
+        }
     }
 
     /// Test hook: the next `start()` fails as if the thread of loop `index` could not be created.

@@ -116,6 +116,7 @@ extension EventLoop {
                 return
             }
         }
+        if trigger == .edge { queueEdgeRetry(c) } // input may be left, and no edge will tell
     }
 
     /// The drain deadline came: abort if output made no progress for `closeTimeout`, else

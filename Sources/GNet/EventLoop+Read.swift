@@ -7,6 +7,10 @@ extension EventLoop {
     /// One read, then `onTraffic`. Level-triggered pollers report again if more is waiting.
     @inline(__always)
     final func handleReadable(_ c: Connection) {
+        if trigger == .edge {
+            readEdge(c)
+            return
+        }
         let n: Int?
         do {
             n = try Socket.read(c.fd, readBuffer.baseAddress!, readBuffer.count)
@@ -20,6 +24,52 @@ extension EventLoop {
             return
         }
         deliver(c, count: n)
+    }
+
+    /// Edge-triggered: reads and delivers until the kernel has no more, the connection stops
+    /// wanting input (flow control, a close), or the turn's budget is spent. Reading turned
+    /// off and on again re-arms the edge (the interest change), so only a spent budget needs
+    /// the loop to come back by itself (`edgeRetry`).
+    final func readEdge(_ c: Connection) {
+        var budget = edgeReadBudget
+        while budget > 0 {
+            let n: Int?
+            do {
+                n = try Socket.read(c.fd, readBuffer.baseAddress!, readBuffer.count)
+            } catch {
+                fail(c, error)
+                return
+            }
+            guard let n else { return } // drained: the next edge tells of more
+            if n == 0 {
+                inputClosed(c)
+                return
+            }
+            deliver(c, count: n)
+            guard c.state == .open, c.interest.contains(.read) else { return }
+            budget -= n
+        }
+        queueEdgeRetry(c)
+    }
+
+    final func queueEdgeRetry(_ c: Connection) {
+        guard !c.edgeRetryQueued else { return }
+        c.edgeRetryQueued = true
+        edgeRetry.append(c)
+    }
+
+    /// Reads on, for a turn, the connections that spent their budget in the last one.
+    final func retryEdgeReads() {
+        let due = edgeRetry
+        edgeRetry = []
+        for c in due {
+            c.edgeRetryQueued = false
+            switch c.state {
+            case .open: if c.interest.contains(.read) { readEdge(c) }
+            case .lingering: discardLingering(c)
+            case .draining, .closed: break
+            }
+        }
     }
 
     /// Reads until the socket is drained (or fails), delivering each chunk: what arrived

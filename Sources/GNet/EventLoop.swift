@@ -35,6 +35,8 @@ final class EventLoop {
     /// Connections by descriptor.
     @exclusivity(unchecked) var connections: [Connection?] = []
     var connectionCount = 0
+    /// Dials whose connect is in progress, by descriptor (`Dialer.swift`).
+    var dialing: [Int32: PendingDial] = [:]
     var listeners: [Listener] = []
     /// Every loop's inbox, for handing accepted sockets to other loops.
     var peers: [LoopInbox] = []
@@ -66,6 +68,13 @@ final class EventLoop {
     @exclusivity(unchecked) var idleWatch = false
     /// `Options.idleTimeout` and its read and write variants.
     let defaultIdleTimeouts: IdleTimeouts
+    /// `Options.edgeTriggered`: how connections are registered, and whether a readable one is
+    /// read until the kernel has no more (up to `edgeReadBudget` bytes a turn).
+    let trigger: PollTrigger
+    let edgeReadBudget: Int
+    /// Edge-triggered connections that spent their read budget with input possibly left:
+    /// no new edge will report it, so the loop reads them again next turn.
+    var edgeRetry: [Connection] = []
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -79,6 +88,8 @@ final class EventLoop {
         self.poller = poller
         self.defaultIdleTimeouts = IdleTimeouts(engine.options)
         self.idleWatch = !defaultIdleTimeouts.isOff
+        self.trigger = engine.options.edgeTriggered ? .edge : .level
+        self.edgeReadBudget = engine.options.edgeTriggeredReadBudget
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -105,7 +116,9 @@ final class EventLoop {
             return
         }
         guard fd < connections.count, let c = connections[fd], c.generation == token.generation else {
-            return // an event of an earlier registration of this descriptor
+            // A dial in progress, or an event of an earlier registration of this descriptor.
+            if !dialing.isEmpty { dialReady(token, events) }
+            return
         }
         if !events.isDisjoint(with: [.reset, .error]) {
             socketFailed(c, events)
@@ -180,6 +193,8 @@ final class EventLoop {
             if let c = liveConnection(fd, gen) { abort(c, error) }
         case .adopt(let fd, let remote, let listener):
             adopt(fd, remote: remote, listener: listener)
+        case .dial(let request):
+            startDial(request)
         case .stop(let mode):
             beginStop(mode)
         case .run(let body):
@@ -200,6 +215,7 @@ final class EventLoop {
         if mode == .immediately {
             if !stopping { closeListeners() }
             stopping = true
+            cancelDials(GNetError.engineStopped)
             let open = connectionCount
             for case let c? in connections { abort(c, GNetError.stoppedImmediately) }
             logger.debug("loop stopping immediately", metadata: ["connections": "\(open)"])
@@ -208,6 +224,7 @@ final class EventLoop {
         guard !stopping else { return }
         stopping = true
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         logger.debug("loop stopping gracefully", metadata: ["connections": "\(connectionCount)"])
         for case let c? in connections where c.state == .open {
             beginCallback(c)
@@ -266,6 +283,7 @@ final class EventLoop {
     /// task, and drop scheduled closures still pending.
     final func tearDown() {
         closeListeners()
+        cancelDials(GNetError.engineStopped)
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
         for task in inbox.close() {
             if case .run(let body) = task { body() } else { task.abandon() }
@@ -301,6 +319,7 @@ final class EventLoop {
                 beginStop(.gracefully)
                 break
             }
+            if !edgeRetry.isEmpty { retryEdgeReads() }
             if idleWatch { readClock() }
             runTimers()
         }

@@ -27,6 +27,10 @@ public struct EventLoopHandle: Sendable, Hashable, CustomStringConvertible {
     /// The loop's index, 0 ..< `Options.loops` (the same as `Connection.loopIndex`).
     public var index: Int { inbox.index }
 
+    /// The connections this loop owns now (counted from the moment a connection is handed to
+    /// it: an accepted socket on its way, a dial in progress). Any thread; a snapshot.
+    public var connectionCount: Int { inbox.connectionCount.load(ordering: .relaxed) }
+
     /// Whether the calling thread is this loop's thread. Costs one atomic load.
     public var inEventLoop: Bool { inbox.isLoopThread }
 

@@ -41,6 +41,18 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     case idleTimeout(IdleKind)
     /// The connection was used against its rules (what was wrong is said).
     case misuse(String)
+    /// The engine's poller cannot do what the options ask (`feature`), e.g. edge-triggered I/O
+    /// on a backend without it.
+    case unsupported(poller: String, feature: String)
+    /// A dial found nothing listening at the address (the peer refused the connection, or no
+    /// Unix socket exists at the path).
+    case connectionRefused(String)
+    /// A dial's address cannot be reached from here (no route to the network or host); the
+    /// system's error says which.
+    case unreachable(String, SystemError)
+    /// A dial did not connect within its timeout (`timeout`; nil when the system's own
+    /// connect timeout gave up first): nothing answered, or the listener's backlog is full.
+    case connectTimeout(String, timeout: Duration?)
 
     public var description: String {
         switch self {
@@ -72,6 +84,15 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the connection was closed by its \(kind) timeout (no bytes \(kind == .read ? "read" : kind == .write ? "sent" : "either way") for that long); raise or turn off the timeout, or handle onIdle"
         case .misuse(let what):
             return what
+        case .unsupported(let poller, let feature):
+            return "poller \(poller) cannot do \(feature); choose a backend that can (epoll, or libevent on epoll or kqueue), or turn the option off"
+        case .connectionRefused(let a):
+            return "connection to \(a) refused: nothing listens there; start the server first, or check the address"
+        case .unreachable(let a, let e):
+            return "\(a) is unreachable from here (\(e.reason)); check the address and the network's routes"
+        case .connectTimeout(let a, let t):
+            let within = t.map { " within \($0)" } ?? ""
+            return "connecting to \(a) timed out\(within): nothing answered or its backlog is full; check that the server accepts, or raise the dial timeout"
         }
     }
 }

@@ -16,6 +16,8 @@ enum LoopTask: Sendable {
     case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
+    /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
+    case dial(DialRequest)
     /// Stop: close listeners; quiesce, flush and close connections (`.gracefully`) or abort
     /// them (`.immediately`); end the loop.
     case stop(Engine.StopMode)
@@ -31,6 +33,8 @@ enum LoopTask: Sendable {
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _):
             _ = closeDescriptor(fd)
+        case .dial(let request):
+            request.abandon(GNetError.engineStopped)
         case .schedule(let task):
             task.finish(.dropped)
         case .abort, .stop, .run:

@@ -16,6 +16,8 @@ struct LoopTimer: Comparable {
         case stopDeadline
         /// A connection's idle timer (`EventLoop+Idle.swift`).
         case idle(Int32, UInt32)
+        /// A dial's connect timeout.
+        case dialDeadline(Int32, UInt32)
         /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
         case user(ScheduledTask)
     }
@@ -68,7 +70,7 @@ extension EventLoop {
     /// time the iteration took to process its events (the timers could not have run meanwhile
     /// anyway).
     final func nextTimeout() -> PollTimeout {
-        if inbox.hasPending { return .now }
+        if inbox.hasPending || !edgeRetry.isEmpty { return .now }
         guard let next = timers.next else { return .block }
         let d = next - (idleWatch ? now : .now)
         return d <= .zero ? .now : .after(d)
@@ -97,6 +99,8 @@ extension EventLoop {
                 stopDeadlinePassed()
             case .idle(let fd, let generation):
                 if let c = liveConnection(fd, generation) { idleTimerFired(c, t.deadline) }
+            case .dialDeadline(let fd, let generation):
+                dialDeadlinePassed(fd, generation)
             case .user(let task):
                 task.fire()
             }

@@ -38,8 +38,26 @@ public struct Options: Sendable {
     /// `TCP_NODELAY` on accepted connections. Default true, as in gnet.
     public var tcpNoDelay: Bool = true
 
-    /// TCP keep-alive idle time; nil leaves the system default (off).
+    /// TCP keep-alive: how long a connection is idle before the first probe; nil leaves the
+    /// system default (off). Whole seconds.
     public var tcpKeepAlive: Duration? = nil
+
+    /// With `tcpKeepAlive`: the time between probes (`TCP_KEEPINTVL`). nil: the same as
+    /// `tcpKeepAlive`, as in gnet.
+    public var tcpKeepAliveInterval: Duration? = nil
+
+    /// With `tcpKeepAlive`: unanswered probes before the connection is dropped
+    /// (`TCP_KEEPCNT`, 1 to 127). nil leaves the kernel's (9).
+    public var tcpKeepAliveCount: Int? = nil
+
+    /// `SO_REUSEADDR` on TCP listeners, so a restarted server binds while old connections sit
+    /// in `TIME_WAIT`. Default true, as in gnet.
+    public var reuseAddress: Bool = true
+
+    /// Bind listeners and dialled sockets to this network interface (`SO_BINDTODEVICE`,
+    /// e.g. "eth0"): only packets through it reach them. nil: any interface. Needs
+    /// `CAP_NET_RAW` on kernels before 5.7. An unknown name fails `start()` (or the dial).
+    public var bindToDevice: String? = nil
 
     /// `SO_RCVBUF` / `SO_SNDBUF` for accepted sockets; nil leaves the kernel's choice.
     public var socketReceiveBuffer: Int? = nil
@@ -50,6 +68,19 @@ public struct Options: Sendable {
 
     /// Call `onTick` periodically on the first loop. Default off.
     public var ticker: Bool = false
+
+    /// Register connections edge-triggered (gnet's `EdgeTriggeredIO`): the poller reports a
+    /// socket once per change, and the loop reads it until the kernel has no more, up to
+    /// `edgeTriggeredReadBudget` bytes per turn, then serves the loop's other connections before
+    /// reading on. Fewer wakeups for connections that stream; the same behaviour otherwise.
+    /// Only backends that can (epoll; libevent on epoll or kqueue) take it: `Engine.start()` throws `GNetError.unsupported`
+    /// on the others. Default false (level-triggered).
+    public var edgeTriggered: Bool = false
+
+    /// With `edgeTriggered`, the most bytes one connection may read per loop turn, so a
+    /// fire-hose connection cannot starve the others on its loop. Default 1 MiB (gnet's
+    /// `EdgeTriggeredIOChunk`). At least `readBufferCapacity`.
+    public var edgeTriggeredReadBudget: Int = 1 << 20
 
     // MARK: Flow control
 
@@ -134,6 +165,11 @@ public struct Options: Sendable {
         if readBufferCapacity < 512 || readBufferCapacity > 64 * 1024 * 1024 {
             throw .invalidOption(name: "readBufferCapacity", reason: "must be from 512 bytes to 64 MiB, got \(readBufferCapacity)")
         }
+        if edgeTriggeredReadBudget < readBufferCapacity {
+            throw .invalidOption(
+                name: "edgeTriggeredReadBudget",
+                reason: "must be at least readBufferCapacity (\(readBufferCapacity)), got \(edgeTriggeredReadBudget)")
+        }
         if backlog < 1 {
             throw .invalidOption(name: "backlog", reason: "must be at least 1, got \(backlog)")
         }
@@ -144,6 +180,18 @@ public struct Options: Sendable {
         // whole seconds are set, so anything below 32768 s fits.
         if let k = tcpKeepAlive, k >= .seconds(32_768) {
             throw .invalidOption(name: "tcpKeepAlive", reason: "must be at most 32767 seconds (the kernel's limit), got \(k)")
+        }
+        if let k = tcpKeepAliveInterval, k < .seconds(1) || k >= .seconds(32_768) {
+            throw .invalidOption(name: "tcpKeepAliveInterval", reason: "must be from 1 to 32767 seconds (the kernel's limit), got \(k)")
+        }
+        if let n = tcpKeepAliveCount, n < 1 || n > 127 {
+            throw .invalidOption(name: "tcpKeepAliveCount", reason: "must be from 1 to 127 probes (the kernel's limit), got \(n)")
+        }
+        if (tcpKeepAliveInterval != nil || tcpKeepAliveCount != nil) && tcpKeepAlive == nil {
+            throw .invalidOption(name: "tcpKeepAlive", reason: "tcpKeepAliveInterval and tcpKeepAliveCount need tcpKeepAlive (the idle time) set too")
+        }
+        if let d = bindToDevice, d.isEmpty || d.utf8.count >= 16 || d.contains("/") {
+            throw .invalidOption(name: "bindToDevice", reason: "must be an interface name of 1 to 15 characters, got '\(d)'")
         }
         // SO_RCVBUF and SO_SNDBUF take a C int.
         for (name, value) in [("socketReceiveBuffer", socketReceiveBuffer), ("socketSendBuffer", socketSendBuffer)] {

@@ -7,14 +7,15 @@ import Poller
 /// would-block, everything else a `SystemError` naming the call.
 enum Socket {
     /// A non-blocking, close-on-exec listening socket bound to `address`.
-    static func listen(_ address: ListenAddress, reusePort: Bool, backlog: Int) throws -> Int32 {
+    static func listen(_ address: ListenAddress, reusePort: Bool, backlog: Int, reuseAddress: Bool = true, device: String? = nil) throws -> Int32 {
         let family = address.address.sockaddrFamily
         let fd = try sysCall("socket") {
             Glibc.socket(family, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC, 0)
         }
         do {
             if family != AF_UNIX {
-                try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
+                if reuseAddress { try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR") }
+                if let device { try bindToDevice(fd, device, address.original) }
                 if reusePort { try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT") }
                 if family == AF_INET6 && address.network == .tcp6 {
                     try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY")
@@ -40,6 +41,21 @@ enum Socket {
             Glibc.close(fd)
             throw error
         }
+    }
+
+    /// `SO_BINDTODEVICE`: only traffic through interface `device` reaches `fd`. An unknown
+    /// interface is `GNetError.invalidOption` naming it.
+    static func bindToDevice(_ fd: Int32, _ device: String, _ what: String) throws {
+        let rc = device.withCString { setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
+        guard rc != 0 else { return }
+        let e = errno
+        if e == ENODEV {
+            throw GNetError.invalidOption(name: "bindToDevice", reason: "no network interface is called '\(device)' (for \(what))")
+        }
+        if e == EPERM {
+            throw GNetError.invalidOption(name: "bindToDevice", reason: "binding to '\(device)' needs CAP_NET_RAW on this kernel (for \(what))")
+        }
+        throw SystemError("setsockopt(SO_BINDTODEVICE \(device))", errno: e)
     }
 
     /// A socket file left by a server that died is removed; a live one is an address in use.

@@ -144,7 +144,9 @@ public final class LibeventPoller: Poller {
         self.earlyClose =
             event_base_get_features(base) & Int32(EV_FEATURE_EARLY_CLOSE.rawValue) != 0
         self.checksDescriptors = actual != "epoll"
-        self.capabilities = PollerCapabilities(edgeTriggered: false, method: actual)
+        // Edge triggering is the method's to give (epoll has it; poll and select do not).
+        self.capabilities = PollerCapabilities(
+            edgeTriggered: event_base_get_features(base) & Int32(EV_FEATURE_ET.rawValue) != 0, method: actual)
         ready.reserveCapacity(64)
     }
 
@@ -156,7 +158,7 @@ public final class LibeventPoller: Poller {
 
     public func register(_ fd: Int32, interest: IOEvents, token: PollToken, trigger: PollTrigger) throws {
         guard let base else { throw PollerError.closed }
-        guard trigger == .level else {
+        guard trigger == .level || capabilities.edgeTriggered else {
             throw PollerError.unsupported(backend: Self.name, feature: "edge-triggered")
         }
         guard fd >= 0 else { throw PollerError.invalidDescriptor(fd: fd) }
@@ -167,10 +169,13 @@ public final class LibeventPoller: Poller {
 
         let reg = try spare.popLast() ?? Registration.make(for: self, on: base)
         let arg = Unmanaged.passUnretained(reg).toOpaque()
-        let readFlags = EV_READ | EV_PERSIST | (earlyClose ? EV_CLOSED : 0)
+        // Both events of a descriptor must agree on EV_ET: libevent keeps one kernel
+        // registration per descriptor.
+        let edge = trigger == .edge ? EV_ET : 0
+        let readFlags = EV_READ | EV_PERSIST | (earlyClose ? EV_CLOSED : 0) | edge
         guard
             event_assign(reg.readEvent, base, fd, Int16(readFlags), Self.ioCallback, arg) == 0,
-            event_assign(reg.writeEvent, base, fd, Int16(EV_WRITE | EV_PERSIST), Self.ioCallback, arg) == 0
+            event_assign(reg.writeEvent, base, fd, Int16(EV_WRITE | EV_PERSIST | edge), Self.ioCallback, arg) == 0
         else {
             spare.append(reg)
             throw SystemError("event_assign(fd \(fd))", errno: EINVAL)

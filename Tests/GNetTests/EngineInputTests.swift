@@ -54,6 +54,12 @@ struct EngineInputTests {
         BadSetting("idleTimeout", "0") { $0.idleTimeout = .zero },
         BadSetting("readIdleTimeout", "-1 s") { $0.readIdleTimeout = .seconds(-1) },
         BadSetting("writeIdleTimeout", "0") { $0.writeIdleTimeout = .zero },
+        BadSetting("tcpKeepAliveInterval", "32768 s") { $0.tcpKeepAlive = .seconds(60); $0.tcpKeepAliveInterval = .seconds(32_768) },
+        BadSetting("tcpKeepAliveCount", "128") { $0.tcpKeepAlive = .seconds(60); $0.tcpKeepAliveCount = 128 },
+        BadSetting("tcpKeepAliveCount", "0") { $0.tcpKeepAlive = .seconds(60); $0.tcpKeepAliveCount = 0 },
+        BadSetting("bindToDevice", "16 characters") { $0.bindToDevice = "abcdefghijklmnop" },
+        BadSetting("bindToDevice", "empty") { $0.bindToDevice = "" },
+        BadSetting("edgeTriggeredReadBudget", "below readBufferCapacity") { $0.edgeTriggeredReadBudget = 1024 },
     ])
     func beyondKernelLimits(_ bad: BadSetting) {
         #expect(rejectedOption(bad.options) == bad.option)

@@ -318,11 +318,31 @@ struct LibeventPollerTests {
         }
     }
 
+    /// Edge triggering follows the method: epoll has it (a registration is reported once per
+    /// change, and an interest change re-arms it); poll and select refuse it.
     @Test(arguments: LibeventPoller.availableMethods)
-    func edgeTriggeredIsUnsupported(method: String) throws {
+    func edgeTriggeredFollowsTheMethod(method: String) throws {
         let poller = try LibeventPoller(method: method)
         defer { try? poller.close() }
-        #expect(poller.capabilities.edgeTriggered == false)
+        #expect(poller.capabilities.edgeTriggered == (method == "epoll" || method == "kqueue"))
+        guard !poller.capabilities.edgeTriggered else {
+            let (a, b) = try socketPair()
+            defer { closeAll(a, b) }
+            let token = PollToken(fd: a, generation: 1)
+            try poller.register(a, interest: .read, token: token, trigger: .edge)
+            try send(b, "x")
+            #expect(try events(poller, .after(.milliseconds(200))).map(\.events.interest) == [.read])
+            // Not drained, no new data: quiet.
+            #expect(try events(poller, .after(.milliseconds(30))).isEmpty)
+            try send(b, "y")
+            #expect(try events(poller, .after(.milliseconds(200))).map(\.events.interest) == [.read])
+            // Adding write interest re-arms: the unread input is reported again, with writability.
+            try poller.modify(a, from: .read, to: [.read, .write], token: token)
+            let rearmed = try events(poller, .after(.milliseconds(200)))
+            #expect(rearmed.count == 1 && rearmed[0].events.contains(.read) && rearmed[0].events.contains(.write))
+            try poller.deregister(a, interest: [.read, .write])
+            return
+        }
         let (a, b) = try socketPair()
         defer { closeAll(a, b) }
         let token = PollToken(fd: a, generation: 1)

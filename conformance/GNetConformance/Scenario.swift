@@ -28,6 +28,16 @@ public struct ConformanceFailure: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// Thrown by a scenario whose backend truly lacks the capability it checks (edge-triggered
+/// I/O on a backend without it): reported as "unsupported", never as a pass. A scenario throws
+/// it only after asking the backend (its `capabilities`), so a backend that claims the
+/// capability and fails is a failure.
+public struct ScenarioUnsupported: Error, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
 /// Fails the scenario with `message` unless `condition` holds.
 public func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
     if !condition { throw ConformanceFailure(message()) }
@@ -38,7 +48,8 @@ public enum Scenarios {
     public static let all: [Scenario] = PollerScenarios.all + EngineScenarios.all + EngineLifecycleScenarios.all
         + ServerMatrixScenarios.all + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
         + AcceptScenarios.all + CodecScenarios.all + LoopScenarios.all + IdleScenarios.all
-        + WorkerPoolScenarios.all + StopScenarios.all
+        + WorkerPoolScenarios.all + ClientScenarios.all + EdgeScenarios.all + OptionScenarios.all
+        + StopScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }
@@ -48,9 +59,11 @@ public struct ScenarioResult: Sendable {
     public let scenario: String
     public let backend: String
     public let error: String?
+    /// Why the backend cannot run the scenario (`ScenarioUnsupported`); neither a pass nor a failure.
+    public var unsupported: String? = nil
     public let trace: Trace?
     public let seconds: Double
-    public var passed: Bool { error == nil }
+    public var passed: Bool { error == nil && unsupported == nil }
 }
 
 extension Scenario {
@@ -60,6 +73,8 @@ extension Scenario {
         do {
             let trace = try await run(kind)
             return ScenarioResult(scenario: name, backend: kind.name, error: nil, trace: trace, seconds: (ContinuousClock.now - start).inSeconds)
+        } catch let u as ScenarioUnsupported {
+            return ScenarioResult(scenario: name, backend: kind.name, error: nil, unsupported: u.reason, trace: nil, seconds: (ContinuousClock.now - start).inSeconds)
         } catch {
             return ScenarioResult(scenario: name, backend: kind.name, error: "\(error)", trace: nil, seconds: (ContinuousClock.now - start).inSeconds)
         }

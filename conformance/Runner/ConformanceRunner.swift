@@ -43,11 +43,13 @@ struct ConformanceRunner: AsyncParsableCommand {
         print(pad("scenario", nameWidth) + kinds.map { " | " + pad($0.name, colWidth) }.joined())
         print(String(repeating: "-", count: nameWidth) + kinds.map { _ in "-+-" + String(repeating: "-", count: colWidth) }.joined())
         var failures: [String] = []
+        var unsupported = 0
         for s in scenarios {
             var row = pad(s.name, nameWidth)
             let results = await s.results(on: kinds)
             for r in results {
-                let cell = (r.passed ? "pass" : "FAIL") + String(format3(r.seconds))
+                let cell = r.unsupported != nil ? "unsupported" : (r.passed ? "pass" : "FAIL") + String(format3(r.seconds))
+                if r.unsupported != nil { unsupported += 1 }
                 row += " | " + pad(cell, colWidth)
                 if let e = r.error { failures.append("\(s.name) on \(r.backend): \(e)") }
             }
@@ -59,7 +61,8 @@ struct ConformanceRunner: AsyncParsableCommand {
         let total = scenarios.count * kinds.count
         print("")
         for f in failures { print("FAIL \(f)") }
-        print("\(total - failures.count) passed, \(failures.count) failed")
+        let unsupportedNote = unsupported > 0 ? ", \(unsupported) unsupported (the backend lacks the capability)" : ""
+        print("\(total - failures.count - unsupported) passed, \(failures.count) failed\(unsupportedNote)")
         if !failures.isEmpty { throw ExitCode.failure }
     }
 
