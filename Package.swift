@@ -10,6 +10,9 @@ let package = Package(
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
         .library(name: "GNetServiceLifecycle", targets: ["GNetServiceLifecycle"]),
+        .library(name: "GNetMetrics", targets: ["GNetMetrics"]),
+        .library(name: "GNetAsync", targets: ["GNetAsync"]),
+        .library(name: "GNetTLS", targets: ["GNetTLS"]),
         .library(name: "GNetConformance", targets: ["GNetConformance"]),
         .executable(name: "gnet-echo", targets: ["gnet-echo"]),
         .executable(name: "gnet-conformance", targets: ["gnet-conformance"]),
@@ -17,12 +20,14 @@ let package = Package(
         .executable(name: "gnet-redis", targets: ["gnet-redis"]),
         .executable(name: "gnet-kv", targets: ["gnet-kv"]),
         .executable(name: "gnet-dial", targets: ["gnet-dial"]),
+        .executable(name: "gnet-echo-async", targets: ["gnet-echo-async"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
     ],
     targets: [
         // The contract every backend implements. No platform code.
@@ -65,6 +70,22 @@ let package = Package(
             name: "GNetServiceLifecycle",
             dependencies: ["GNet", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
+        // Connections for async code: accepted as an AsyncSequence, input as chunks with
+        // backpressure, writes that wait for the peer.
+        .target(
+            name: "GNetAsync",
+            dependencies: ["GNet", "GNetLocks", .product(name: "DequeModule", package: "swift-collections")]
+        ),
+        // The system's OpenSSL 3 (Debian: libssl-dev), for GNetTLS only.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // TLS on OpenSSL as a per-connection layer between the loop's ciphertext and the
+        // handler's plaintext.
+        .target(name: "GNetTLS", dependencies: ["GNet", "GNetLocks", "COpenSSL"]),
+        // The loops' statistics published through swift-metrics.
+        .target(
+            name: "GNetMetrics",
+            dependencies: ["GNet", "GNetLocks", .product(name: "CoreMetrics", package: "swift-metrics")]
+        ),
         // Descriptor, socket-pair and thread helpers for tests, on plain POSIX calls: used by
         // the test targets and by the conformance suite (which the gnet-conformance tool runs
         // too, so this is a library target rather than a test target).
@@ -92,8 +113,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "gnet-echo",
-            dependencies: ["GNet", "GNetCodec", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["GNet", "GNetCodec", "GNetMetrics", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/Echo"
+        ),
+        // The echo server on GNetAsync: a task per connection.
+        .executableTarget(
+            name: "gnet-echo-async",
+            dependencies: ["GNet", "GNetAsync", "GNetLocks", "ExampleSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/EchoAsync"
         ),
         // An echo client on GNet's Client: dials, pings, checks every byte.
         .executableTarget(
@@ -147,6 +174,12 @@ let package = Package(
             name: "GNetTests",
             dependencies: ["GNet", "GNetConformance", "GNetLocks", .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(
+            name: "GNetMetricsTests",
+            dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
+        ),
+        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS"]),
+        .testTarget(name: "GNetAsyncTests", dependencies: ["GNetAsync", "GNet", "GNetConformance", "GNetLocks", "TestSupport"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(
             name: "GNetWorkerPoolTests",

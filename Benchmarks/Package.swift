@@ -9,6 +9,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "nio-echo", targets: ["nio-echo"]),
+        .executable(name: "nio-async-echo", targets: ["nio-async-echo"]),
+        .executable(name: "nio-udp-echo", targets: ["nio-udp-echo"]),
         .executable(name: "nio-http", targets: ["nio-http"]),
         .executable(name: "nio-http-raw", targets: ["nio-http-raw"]),
     ],
@@ -28,6 +30,24 @@ let package = Package(
         ),
         .executableTarget(
             name: "nio-echo",
+            dependencies: [
+                "NIOBenchSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "nio-udp-echo",
+            dependencies: [
+                "NIOBenchSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "nio-async-echo",
             dependencies: [
                 "NIOBenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

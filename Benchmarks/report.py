@@ -18,6 +18,7 @@ from pathlib import Path
 CATEGORIES = OrderedDict(
     [
         ("echo", {"title": "Echo", "unit": "msgs", "refs": ["nio-echo", "c-echo"]}),
+        ("udp", {"title": "UDP echo (datagrams)", "unit": "dgrams", "refs": ["nio-udp-echo", "c-udp-echo"]}),
         ("http", {"title": "HTTP/1.1 plaintext", "unit": "req", "refs": ["nio-http", "nio-http-raw", "c-http"]}),
         ("redis", {"title": "Redis protocol (RESP2)", "unit": "req", "refs": ["redis-server"]}),
     ]
@@ -131,7 +132,7 @@ def category_table(category, spec, samples, rows, meta, skipped_meta):
                                                    for sc in scenarios if (category, sc, srv) in rows)]
     shown = [srv for srv in servers if srv not in never_ok]
     refs = spec["refs"]
-    has_p999 = category == "echo"
+    has_p999 = category in ("echo", "udp")
     unit = spec["unit"]
 
     header = ["scenario", "server", f"{unit}/s", "p50 µs", "p99 µs"]
@@ -180,6 +181,43 @@ def category_table(category, spec, samples, rows, meta, skipped_meta):
                                   for sc in scenarios if (category, sc, server) in rows) else "failed"
         lines.append("| " + " | ".join(["all", server, f"{status}: {note}"] + [""] * (len(header) - 3)) + " |")
     lines.append("")
+    return lines
+
+
+def variants_section(rows):
+    """The echo variants against the plain echo on the same backend, same run: the codec path
+    (`gnet-echo-framed`, target >= 0.9x) and the metrics-on echo (`gnet-echo-metrics`, target 1x)."""
+    echo = [(sc, srv) for (cat, sc, srv) in rows if cat == "echo"]
+    lines = []
+    same_backend = lambda srv: "gnet-echo/" + srv.split("/", 1)[1]
+    for variant, what, baseline in (
+            ("gnet-echo-framed", "length-field framed echo (GNetCodec) vs the plain echo", same_backend),
+            ("gnet-echo-metrics", "echo with loop statistics, busy time and GNetMetrics on vs the plain echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs the callback echo", same_backend),
+            ("gnet-echo-async", "async echo (GNetAsync) vs SwiftNIO's NIOAsyncChannel echo", lambda srv: "nio-async-echo")):
+        pairs = []
+        for sc, srv in echo:
+            if not srv.startswith(variant + "/"):
+                continue
+            plain = rows.get(("echo", sc, baseline(srv)))
+            row = rows[("echo", sc, srv)]
+            if plain and plain["ok"] and row["ok"] and plain["rate"] and row["rate"]:
+                pairs.append((sc, srv, row["rate"] / plain["rate"],
+                              (row.get("per_cpu") or 0) / plain["per_cpu"] if plain.get("per_cpu") else None))
+        if not pairs:
+            continue
+        if not lines:
+            lines += ["## Echo variants", "",
+                      "The same run: *rate ratio* (and per-CPU-s ratio) of each variant to its baseline in each "
+                      "scenario, and their geometric mean.", ""]
+        lines += [f"### {what}", "", "| scenario | server | rate ratio | per-CPU-s ratio |", "|---|---|--:|--:|"]
+        for sc, srv, r, c in pairs:
+            lines.append(f"| {sc} | {srv} | {r:.2f}x | {'—' if c is None else f'{c:.2f}x'} |")
+        geo = 1.0
+        for _, _, r, _ in pairs:
+            geo *= r
+        geo **= 1 / len(pairs)
+        lines += [f"| geometric mean | | {geo:.3f}x | |", ""]
     return lines
 
 
@@ -277,7 +315,9 @@ def main():
         f"load runs on core {meta.get('load_cpu', '?')}. {rounds} round(s); within a round each scenario "
         f"runs against every server in turn (order rotated per round), each freshly started. Figures "
         f"are medians over rounds. Echo: {meta.get('echo_duration', '?')} s measured after "
-        f"{meta.get('warmup', '?')} s warm-up with `loadgen`, which checks every echoed byte. HTTP: "
+        f"{meta.get('warmup', '?')} s warm-up with `loadgen`, which checks every echoed byte. UDP echo: "
+        f"the same durations with `udpgen`: each socket keeps the scenario's depth of datagrams in flight, "
+        f"every reply checked (size, sequence, each byte), a datagram unanswered for 200 ms counted as lost. HTTP: "
         f"`wrk -t1 -c{meta.get('http_conns', '?')} -d{meta.get('http_duration', '?')}s`, with and "
         f"without {meta.get('pipeline', '?')}-deep pipelining. Redis: `redis-benchmark "
         f"-c {meta.get('redis_conns', '?')}`, with and without `-P {meta.get('pipeline', '?')}`, each "
@@ -299,6 +339,7 @@ def main():
     ]
     for category, spec in CATEGORIES.items():
         out += category_table(category, spec, samples, rows, meta, skipped)
+    out += variants_section(rows)
     out += efficiency_section(args.results / "efficiency.tsv", meta)
     args.output.write_text("\n".join(out))
 

@@ -2,7 +2,7 @@
 #
 # Runs the swift-gnet benchmark suite and regenerates BENCHMARKS.md (see Benchmarks/README.md).
 #
-#   Benchmarks/run.sh                  full run: 3 rounds, medians, writes BENCHMARKS.md (< 30 min)
+#   Benchmarks/run.sh                  full run: 3 rounds, medians, writes BENCHMARKS.md (< 40 min)
 #   Benchmarks/run.sh --quick          smoke test: 1 round, short runs (~3 min)
 #
 # Each server runs pinned to one core and its load generator to another (taskset), one event
@@ -27,7 +27,7 @@ usage() {
     cat <<'EOF'
 usage: Benchmarks/run.sh [options]
   --quick              1 round, 1 s runs, fewer messages and idle connections (~3 minutes)
-  --only SECTION       echo, http, redis or efficiency; repeat or comma-separate for several
+  --only SECTION       echo, udp, http, redis or efficiency; repeat or comma-separate for several
   --rounds N           rounds per scenario (default 3, quick 1); medians are reported
   --duration SECS      measured seconds per echo and HTTP run (default 2 echo / 3 HTTP, quick 1)
   --warmup SECS        unmeasured seconds before each run (default 1, quick 0.3)
@@ -69,7 +69,7 @@ while (($#)); do
     shift || usage 2
 done
 for section in $ONLY; do
-    case $section in echo | http | redis | efficiency) ;; *) echo "unknown section: $section" >&2; usage 2 ;; esac
+    case $section in echo | udp | http | redis | efficiency) ;; *) echo "unknown section: $section" >&2; usage 2 ;; esac
 done
 wants() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 
@@ -88,7 +88,7 @@ HTTP_SECONDS=$(awk -v d="$HTTP_DURATION" 'BEGIN { s = int(d + 0.999); print (s <
 HTTP_WARMUP_SECONDS=$(awk -v d="$WARMUP" 'BEGIN { print int(d + 0.5) }')
 LOAD_TIMEOUT=$(awk -v d="$ECHO_DURATION" -v w="$WARMUP" 'BEGIN { print int(d + w + 60) }')
 HTTP_CONNS=100 REDIS_CONNS=50 PIPELINE=16
-BUDGET_SECONDS=$((29 * 60))   # stop starting runs past this; the report says what was skipped
+BUDGET_SECONDS=$((40 * 60))   # stop starting runs past this; the report says what was skipped
 
 # Echo scenarios: name conns size depth.
 ECHO_SCENARIOS=()
@@ -99,6 +99,10 @@ for conns in 1 100 1000; do
     done
 done
 ECHO_SCENARIOS+=("c100-64B-d16 100 64 16")
+# The echo variants (framed, metrics, async and its NIO peer) run where they differ most from
+# the plain echo — small messages, many connections, pipelining — not in every scenario.
+VARIANT_SCENARIOS=" c1-64B c100-64B c100-512B c1000-64B c100-64B-d16 "
+is_variant() { [[ $1 == gnet-echo-framed/* || $1 == gnet-echo-metrics/* || $1 == gnet-echo-async/* || $1 == nio-async-echo ]]; }
 
 ECHO_SERVERS=() HTTP_SERVERS=() REDIS_SERVERS=()
 for p in $POLLERS; do
@@ -107,8 +111,17 @@ done
 # The codec path (GNetCodec's length-field frames, `gnet-echo --framed`), on the first backend:
 # compared with the plain echo on the same backend in the same run.
 ECHO_SERVERS+=("gnet-echo-framed/${POLLERS%% *}")
+# The plain echo with loop statistics, busy time and their publication on (`gnet-echo --metrics`).
+ECHO_SERVERS+=("gnet-echo-metrics/${POLLERS%% *}")
+# The async layer (GNetAsync, `gnet-echo-async`) beside SwiftNIO's NIOAsyncChannel echo.
+ECHO_SERVERS+=("gnet-echo-async/${POLLERS%% *}" nio-async-echo)
 ECHO_SERVERS+=(nio-echo c-echo)
 HTTP_SERVERS+=(nio-http nio-http-raw c-http)
+# UDP echo: name sockets size depth. Each socket keeps `depth` datagrams in flight (udpgen).
+UDP_SCENARIOS=("s1-64B-d1 1 64 1" "s16-64B-d16 16 64 16" "s16-1400B-d8 16 1400 8")
+UDP_SERVERS=()
+for p in $POLLERS; do UDP_SERVERS+=("gnet-echo-udp/$p"); done
+UDP_SERVERS+=(nio-udp-echo c-udp-echo)
 REDIS_SERVERS+=(redis-server)
 
 RESULTS=$HERE/results
@@ -175,20 +188,23 @@ build() {
     $cc -O2 -Wall -pthread -o "$CBIN/c-echo" "$HERE/C/echo.c" || exit 1
     $cc -O2 -Wall -pthread -o "$CBIN/c-http" "$HERE/C/http.c" || exit 1
     $cc -O2 -Wall -o "$CBIN/loadgen" "$HERE/C/loadgen.c" || exit 1
+    $cc -O2 -Wall -o "$CBIN/c-udp-echo" "$HERE/C/udp-echo.c" || exit 1
+    $cc -O2 -Wall -o "$CBIN/udpgen" "$HERE/C/udpgen.c" -lm || exit 1
     $cc -O2 -Wall -shared -fPIC -o "$CBIN/malloccount.so" "$HERE/C/malloccount.c" || exit 1
     ((BUILD)) || return 0
     say "building the SwiftNIO peers (swift build -c release in Benchmarks/)"
     if ! (cd "$HERE" && swift build -c release) >"$RESULTS/build-benchmarks.log" 2>&1; then
         say "  failed (see Benchmarks/results/build-benchmarks.log); NIO servers will be skipped"
-        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed"
+        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed" UNBUILT[nio-async-echo]="build failed" UNBUILT[nio-udp-echo]="build failed"
     fi
     [[ -n $GNET_BIN ]] && return 0
     local product
     : >"$RESULTS/build-main.log"
-    for product in gnet-echo gnet-http gnet-redis; do
+    for product in gnet-echo gnet-echo-async gnet-http gnet-redis; do
         local wanted=0
         case $product in
-            gnet-echo) wants echo || wants efficiency && wanted=1 ;;
+            gnet-echo) wants echo || wants udp || wants efficiency && wanted=1 ;;
+            gnet-echo-async) wants echo && wanted=1 ;;
             gnet-http) wants http || wants efficiency && wanted=1 ;;
             gnet-redis) wants redis && wanted=1 ;;
         esac
@@ -247,8 +263,9 @@ print(next((p["state"].get("version", "?") for p in d.get("pins", []) if p["iden
     printf 'server_cpu\t%s\n' "$SERVER_CPU"
     printf 'load_cpu\t%s\n' "$LOAD_CPU"
     printf 'quick\t%s\n' "$QUICK"
-    printf 'sections\t%s\n' "${ONLY:-echo http redis efficiency}"
+    printf 'sections\t%s\n' "${ONLY:-echo udp http redis efficiency}"
     printf 'order_echo\t%s\n' "${ECHO_SERVERS[*]}"
+    printf 'order_udp\t%s\n' "${UDP_SERVERS[*]}"
     printf 'order_http\t%s\n' "${HTTP_SERVERS[*]}"
     printf 'order_redis\t%s\n' "${REDIS_SERVERS[*]}"
 } >"$META"
@@ -256,6 +273,7 @@ print(next((p["state"].get("version", "?") for p in d.get("pins", []) if p["iden
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     say "round $ROUND of $ROUNDS"
     wants echo && run_echo
+    wants udp && run_udp
     wants http && run_http
     wants redis && run_redis
 done

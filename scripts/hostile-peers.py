@@ -655,6 +655,11 @@ def main():
         ("(c) half-closed non-reader", half_closed_idle),
         ("gnet-dial", dial_client(bin_dir)),
     ], extra=("--edge-triggered", "--loops", "2", "--lb", "least-connections"))
+    # The async layer: a task per connection, backpressure through its chunk buffer and writes.
+    run(bin_dir, "gnet-echo-async", None, [
+        ("(a) non-reader", lambda s: non_reader(s, "echo")),
+        ("(b) slow reader", slow_reader),
+    ])
     run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
     run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
     for name, scenario in (("gnet-echo", sigterm_echo), ("gnet-http", sigterm_http_in_flight)):

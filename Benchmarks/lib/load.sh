@@ -44,7 +44,59 @@ run_echo() {
     for scenario in "${ECHO_SCENARIOS[@]}"; do
         read -r name conns size depth <<<"$scenario"
         mapfile -t order < <(rotate $((ROUND - 1)) "${ECHO_SERVERS[@]}")
-        for server in "${order[@]}"; do echo_run "$name" "$conns" "$size" "$depth" "$server"; done
+        for server in "${order[@]}"; do
+            is_variant "$server" && [[ $VARIANT_SCENARIOS != *" $name "* ]] && continue
+            echo_run "$name" "$conns" "$size" "$depth" "$server"
+        done
+    done
+}
+
+# ---- UDP echo --------------------------------------------------------------------------------
+UDPGEN=$CBIN/udpgen
+udp_run() {   # scenario sockets size depth server
+    local scenario=$1 socks=$2 size=$3 depth=$4 server=$5 note
+    note=$(skip_note "$server")
+    if [[ -n $note ]] || ! start_server "$server"; then
+        record udp "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
+        return
+    fi
+    local out=$RAW/udp-$scenario-${server//\//_}-r$ROUND.txt
+    local c0 c1 t0 t1 rc
+    c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
+    timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CPU" "$UDPGEN" --host 127.0.0.1 --port "$SERVER_PORT" \
+        --socks "$socks" --size "$size" --depth "$depth" --duration "$ECHO_DURATION" --warmup "$WARMUP" >"$out" 2>&1
+    rc=$?
+    c1=$(cpu_ticks "$SERVER_PID") t1=$(date +%s%N)
+    local crashed=0
+    alive "$SERVER_PID" || crashed=1
+    stop_server
+    local cpu wall rate lost
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / t }')
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    rate=$(result_field "$out" msgs_per_s)
+    lost=$(result_field "$out" lost)
+    if ((rc != 0 || crashed)) || [[ -z $rate ]]; then
+        local why="udpgen exit $rc"
+        ((rc == 124)) && why="udpgen timed out"
+        ((crashed)) && why="server died; $why"
+        record udp "$scenario" "$server" fail "note=$why: $(head -n 1 "$out" | cut -c1-120)"
+        say "udp r$ROUND $scenario $server: FAILED ($why)"
+        return
+    fi
+    local extra=()
+    [[ -n $lost && $lost != 0 ]] && extra=("note=$lost datagrams lost")
+    record udp "$scenario" "$server" ok "rate=$rate" "work=$(result_field "$out" total_msgs)" \
+        "cpu_s=$cpu" "wall_s=$wall" "p50_us=$(result_field "$out" p50_us)" \
+        "p99_us=$(result_field "$out" p99_us)" "p999_us=$(result_field "$out" p999_us)" "${extra[@]}"
+    say "udp r$ROUND $scenario $server: $rate datagrams/s (lost ${lost:-?}), server CPU ${cpu}s of ${wall}s"
+}
+
+run_udp() {
+    local scenario name socks size depth server order
+    for scenario in "${UDP_SCENARIOS[@]}"; do
+        read -r name socks size depth <<<"$scenario"
+        mapfile -t order < <(rotate $((ROUND - 1)) "${UDP_SERVERS[@]}")
+        for server in "${order[@]}"; do udp_run "$name" "$socks" "$size" "$depth" "$server"; done
     done
 }
 

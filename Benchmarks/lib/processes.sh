@@ -71,7 +71,7 @@ declare -A UNBUILT   # binary -> why its (possibly stale) build is not used
 
 server_bin() {
     case $1 in
-        gnet-echo-framed/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-echo" ;;
+        gnet-echo-framed/* | gnet-echo-metrics/* | gnet-echo-udp/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-echo" ;;
         gnet-*) echo "${GNET_BIN:-$ROOT/.build/release}/${1%%/*}" ;;
         nio-*) echo "$HERE/.build/release/$1" ;;
         c-*) echo "$CBIN/$1" ;;
@@ -89,6 +89,8 @@ server_command() {   # name port -> CMD
     bin=$(server_bin "$1")
     case $1 in
         gnet-echo-framed/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}" --framed) ;;
+        gnet-echo-metrics/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}" --metrics) ;;
+        gnet-echo-udp/*) CMD=("$bin" --addr "udp://127.0.0.1:$2" --loops 1 --poller "${1#*/}") ;;
         gnet-*/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}") ;;
         redis-server) CMD=("$bin" --port "$2" --bind 127.0.0.1 --save "" --appendonly no
             --protected-mode no --daemonize no --loglevel warning) ;;

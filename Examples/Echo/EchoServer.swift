@@ -2,9 +2,24 @@ import ArgumentParser
 import ExampleSupport
 import GNet
 import GNetCodec
+import GNetMetrics
+
+/// `--metrics`: publishes the loops' statistics every second through swift-metrics (to the
+/// bootstrapped `MetricsSystem`), from `onBoot`, when the loops exist.
+func startMetrics(_ engine: Engine, _ on: Bool) {
+    guard on else { return }
+    EngineMetrics(engine: engine, interval: .seconds(1)).start() // kept alive by its timers
+}
 
 /// Echoes every byte back: the smallest useful server, and the one the benchmarks load.
 struct EchoHandler: EventHandler {
+    var metrics = false
+
+    func onBoot(_ engine: Engine) -> Action {
+        startMetrics(engine, metrics)
+        return .none
+    }
+
     func onTraffic(_ c: Connection) -> Action {
         do {
             // The input is lent straight from the loop's read buffer and written back without
@@ -24,6 +39,12 @@ struct FramedEchoHandler: EventHandler {
     /// The connection's decoder (it keeps a little state between reads).
     final class Session { var decoder: LengthFieldBasedFrameCodec; init(_ d: LengthFieldBasedFrameCodec) { decoder = d } }
     let codec = LengthFieldBasedFrameCodec(maxFrameLength: 1 << 20)
+    var metrics = false
+
+    func onBoot(_ engine: Engine) -> Action {
+        startMetrics(engine, metrics)
+        return .none
+    }
 
     func onOpen(_ c: Connection) -> (output: [UInt8]?, action: Action) {
         c.context = Session(codec)
@@ -59,11 +80,15 @@ struct EchoCommand: ParsableCommand {
     @Flag(help: "Echo length-prefixed frames (4-byte big-endian length) through GNetCodec.")
     var framed = false
 
+    @Flag(help: "Keep loop statistics with busy time (Options.measureLoopTime) and publish them every second through swift-metrics (GNetMetrics).")
+    var metrics = false
+
     func run() throws {
+        let measure = metrics
         if framed {
-            try server.serve("gnet-echo", FramedEchoHandler(), defaultPort: 9000)
+            try server.serve("gnet-echo", FramedEchoHandler(metrics: metrics), defaultPort: 9000) { $0.measureLoopTime = measure }
         } else {
-            try server.serve("gnet-echo", EchoHandler(), defaultPort: 9000)
+            try server.serve("gnet-echo", EchoHandler(metrics: metrics), defaultPort: 9000) { $0.measureLoopTime = measure }
         }
     }
 }

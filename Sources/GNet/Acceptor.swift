@@ -83,6 +83,7 @@ extension EventLoop {
 
     /// Stops watching `l` for `delay` rather than spin on a listener that stays readable.
     private final func pauseAccepting(_ l: Listener, for delay: Duration, _ error: SystemError, _ message: String) {
+        stats.acceptBackoffs += 1
         if let n = l.trouble.occurrence() {
             logger.warning("\(message)", metadata: ["listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
         }
@@ -166,6 +167,7 @@ extension EventLoop {
         }
         connections[slot] = c
         connectionCount += 1
+        if listener != nil { stats.accepted += 1 } else { stats.dialled += 1 }
         startIdleTimers(c)
 
         beginCallback(c)

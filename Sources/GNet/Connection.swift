@@ -156,15 +156,21 @@ public final class Connection {
     /// How many received bytes are buffered and not yet consumed.
     public var inboundBuffered: Int { lent.count > 0 ? lent.count : inbound.count }
 
+    /// `readable` for the inlinable lenders below: one call, no generic context, so that a
+    /// handler's closure is specialised and inlined in its own module.
+    @usableFromInline var inboundView: UnsafeRawBufferPointer { readable }
+
     /// Lends every buffered input byte. Nothing is consumed; call `discard(_:)` after.
+    @inlinable
     public func withInbound<R>(_ body: (RawSpan) throws -> R) rethrows -> R {
-        try body(readable.bytes)
+        try body(inboundView.bytes)
     }
 
     /// Lends the buffered input as an unsafe pointer, for code that needs one (parsers in C).
     /// The pointer is valid only inside `body`. Nothing is consumed.
+    @inlinable
     public func withUnsafeInboundBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(readable)
+        try body(inboundView)
     }
 
     /// Lends the first `n` buffered bytes without consuming them, or returns nil (without
@@ -234,7 +240,8 @@ public final class Connection {
     /// `GNetError.misuse` inside a `write(reservingCapacity:)` closure.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         try checkWritable()
-        owner.write(self, bytes)
+        // The loop outlives its connections; borrowing it costs no retain on this hot path.
+        Unmanaged.passUnretained(owner)._withUnsafeGuaranteedRef { $0.write(self, bytes) }
     }
 
     /// Sends the bytes of a span (for instance the input lent by `withInbound`).
@@ -268,7 +275,7 @@ public final class Connection {
         guard capacity > 0 else { return 0 }
         renderingInPlace = true
         defer { renderingInPlace = false }
-        return try owner.writeInPlace(self, capacity, body)
+        return try Unmanaged.passUnretained(owner)._withUnsafeGuaranteedRef { try $0.writeInPlace(self, capacity, body) }
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.

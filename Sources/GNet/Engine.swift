@@ -156,16 +156,23 @@ public final class Engine: Sendable {
     /// `mode`, and this still returns only once it has stopped. Not from a handler.
     package func stopped(onCancel mode: StopMode) async {
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
-                let ended = state.withLock { s -> Bool in
-                    if s.loopsRunning == 0 { return true }
-                    s.loopsEndedWaiters.append(k)
-                    return false
-                }
-                if ended { k.resume() }
-            }
+            await waitUntilStopped()
         } onCancel: {
             self.stop(mode)
+        }
+    }
+
+    /// Suspends (without blocking a thread) until the engine has stopped and `onShutdown` has
+    /// returned: `wait()` for async code, which must not block a thread. Returns at once if the engine never started.
+    /// Cancelling the task does not stop the engine (`run() async` does); not from a handler.
+    public func waitUntilStopped() async {
+        await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
+            let ended = state.withLock { s -> Bool in
+                if s.loopsRunning == 0 { return true }
+                s.loopsEndedWaiters.append(k)
+                return false
+            }
+            if ended { k.resume() }
         }
         // Every loop has ended, so joining their threads takes no longer than their return.
         switch claimFinish() {

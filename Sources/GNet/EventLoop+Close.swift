@@ -166,7 +166,9 @@ extension EventLoop {
         connectionCount -= 1
         inbox.connectionCount.subtract(1, ordering: .relaxed)
         c.inCallback = true
-        let action = handler.onClose(c, error: error ?? c.idle?.closeReason)
+        let reason = error ?? c.idle?.closeReason
+        countClose(reason)
+        let action = handler.onClose(c, error: reason)
         c.inCallback = false
         _ = closeDescriptor(c.fd)
         c.lent = UnsafeRawBufferPointer(start: nil, count: 0)

@@ -100,6 +100,7 @@ extension EventLoop {
     final func deliver(_ c: Connection, count: Int) {
         let fresh = UnsafeRawBufferPointer(start: readBuffer.baseAddress, count: count)
         c.lastRead = clock
+        stats.bytesRead &+= count
         if c.inbound.isEmpty {
             c.lent = fresh
         } else {

@@ -52,7 +52,10 @@ extension EventLoop {
             fail(c, error)
             return
         }
-        if sent > 0 { c.lastWrite = clock }
+        if sent > 0 {
+            c.lastWrite = clock
+            stats.bytesWritten &+= sent
+        }
         if sent < bytes.count {
             queue(c, UnsafeRawBufferPointer(rebasing: bytes[sent...]))
         }
@@ -91,7 +94,10 @@ extension EventLoop {
             fail(c, error)
             return
         }
-        if sent > 0 { c.lastWrite = clock }
+        if sent > 0 {
+            c.lastWrite = clock
+            stats.bytesWritten &+= sent
+        }
         guard sent < total else { return }
         for b in buffers where !b.isEmpty {
             if sent >= b.count { sent -= b.count; continue }
@@ -124,6 +130,7 @@ extension EventLoop {
             }
             if sent == 0 { break }
             progressed = true
+            stats.bytesWritten &+= sent
             c.outbound.consume(sent, low: options.outboundLowWatermark)
         }
         if progressed {

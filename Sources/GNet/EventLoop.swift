@@ -75,6 +75,9 @@ final class EventLoop {
     /// Edge-triggered connections that spent their read budget with input possibly left:
     /// no new edge will report it, so the loop reads them again next turn.
     var edgeRetry: [Connection] = []
+    /// The loop's counters (`LoopStatistics`), and whether it times its turns.
+    @exclusivity(unchecked) var stats = LoopStatistics()
+    let measureLoopTime: Bool
     private var taskBatch = Deque<LoopTask>()
 
     init(index: Int, engine: Engine, poller: any Poller) throws {
@@ -90,6 +93,7 @@ final class EventLoop {
         self.idleWatch = !defaultIdleTimeouts.isOff
         self.trigger = engine.options.edgeTriggered ? .edge : .level
         self.edgeReadBudget = engine.options.edgeTriggeredReadBudget
+        self.measureLoopTime = engine.options.measureLoopTime
         self.inbox = LoopInbox(index: index, waker: try poller.makeWaker(), asyncWriteLimit: engine.options.asyncWriteLimit)
         readBuffer = .allocate(byteCount: engine.options.readBufferCapacity, alignment: 16)
         iovecs = .allocate(capacity: iovecCapacity)
@@ -201,6 +205,10 @@ final class EventLoop {
             body()
         case .schedule(let task):
             schedule(at: task.deadline, .user(task)) // dropped by `tearDown` if the loop ends first
+        case .statistics(let body):
+            var s = stats
+            s.open = connectionCount
+            body(s)
         }
     }
 
@@ -286,7 +294,11 @@ final class EventLoop {
         cancelDials(GNetError.engineStopped)
         for case let c? in connections { abort(c, GNetError.shutdownTimeout) }
         for task in inbox.close() {
-            if case .run(let body) = task { body() } else { task.abandon() }
+            switch task {
+            case .run(let body): body()
+            case .statistics(let body): body(stats) // the final counts
+            default: task.abandon()
+            }
         }
         timers.dropUserTasks()
     }
@@ -306,12 +318,24 @@ final class EventLoop {
         inbox.setLoopThread(true)
         defer { inbox.setLoopThread(false) }
         if idleWatch { readClock() }
+        var turnStarted = measureLoopTime ? ContinuousClock.now : epoch
         while true {
             runTasks()
             if finished { break }
+            stats.iterations &+= 1
             do {
-                _ = try poller.wait(nextTimeout()) { token, events in
-                    self.dispatch(token, events)
+                if measureLoopTime {
+                    let waitStarts = ContinuousClock.now
+                    stats.busyTime += waitStarts - turnStarted
+                    _ = try poller.wait(nextTimeout()) { token, events in
+                        if turnStarted < waitStarts { turnStarted = .now } // the first event ends the wait
+                        self.dispatch(token, events)
+                    }
+                    if turnStarted < waitStarts { turnStarted = .now }
+                } else {
+                    _ = try poller.wait(nextTimeout()) { token, events in
+                        self.dispatch(token, events)
+                    }
                 }
             } catch {
                 logger.critical("poller failed; stopping the engine", metadata: ["error": "\(error)"])

@@ -31,6 +31,20 @@ public struct EventLoopHandle: Sendable, Hashable, CustomStringConvertible {
     /// it: an accepted socket on its way, a dial in progress). Any thread; a snapshot.
     public var connectionCount: Int { inbox.connectionCount.load(ordering: .relaxed) }
 
+    /// The loop's counters, read on its thread (`LoopStatistics`), passed to `body` there.
+    /// Returns false, without calling `body`, when the loop has ended.
+    @discardableResult
+    public func statistics(_ body: @escaping @Sendable (LoopStatistics) -> Void) -> Bool {
+        inbox.enqueue(.statistics(body))
+    }
+
+    /// The loop's counters. Throws `GNetError.engineStopped` when the loop has ended.
+    public func statistics() async throws -> LoopStatistics {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<LoopStatistics, any Error>) in
+            if !statistics({ k.resume(returning: $0) }) { k.resume(throwing: GNetError.engineStopped) }
+        }
+    }
+
     /// Whether the calling thread is this loop's thread. Costs one atomic load.
     public var inEventLoop: Bool { inbox.isLoopThread }
 

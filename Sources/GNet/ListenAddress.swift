@@ -1,3 +1,4 @@
+import CGNetLinux
 import Glibc
 
 /// The network part of an address string.

@@ -25,6 +25,8 @@ enum LoopTask: Sendable {
     case run(@Sendable () -> Void)
     /// Arm a timer for a scheduled closure (`EventLoopHandle.schedule`).
     case schedule(ScheduledTask)
+    /// Read the loop's counters (`EventLoopHandle.statistics`).
+    case statistics(@Sendable (LoopStatistics) -> Void)
 
     /// Fails the task's completion (or closes its socket) when the loop is gone.
     func abandon() {
@@ -37,7 +39,7 @@ enum LoopTask: Sendable {
             request.abandon(GNetError.engineStopped)
         case .schedule(let task):
             task.finish(.dropped)
-        case .abort, .stop, .run:
+        case .abort, .stop, .run, .statistics:
             break
         }
     }

@@ -82,6 +82,11 @@ public struct Options: Sendable {
     /// `EdgeTriggeredIOChunk`). At least `readBufferCapacity`.
     public var edgeTriggeredReadBudget: Int = 1 << 20
 
+    /// Time each loop's turns (two clock reads a turn), so that `LoopStatistics.busyTime`
+    /// (and the `GNetMetrics` loop utilisation) says how much of its time a loop spends outside
+    /// its wait. Default false: `busyTime` stays zero. Every other statistic is always kept.
+    public var measureLoopTime: Bool = false
+
     // MARK: Flow control
 
     /// Queued output (bytes the socket has not taken) above which a connection turns

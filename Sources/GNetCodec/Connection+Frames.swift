@@ -17,14 +17,37 @@ extension Connection {
     /// ```swift
     /// try c.forEachFrame(using: &session.decoder) { frame in try c.writeFrame(frame, using: encoder) }
     /// ```
+    ///
+    /// `body` must not consume input itself (`discard`, `next`): the frames of one batch are
+    /// lent from one view of the input, which is consumed once, after the batch.
     @inlinable @discardableResult
     public func forEachFrame<D: FrameDecoder>(
         using decoder: inout D, _ body: (RawSpan) throws -> Void
     ) throws -> Int {
         var frames = 0
-        while isOpen, let (consumed, frame) = try decodeStep(using: &decoder, body) {
-            discard(consumed)
-            if frame != nil { frames += 1 }
+        var offset = 0
+        // Whatever happens (a frame handled, `body` or the decoder throwing), what was
+        // handled is consumed, and nothing more.
+        defer { if offset > 0 { discard(offset) } }
+        try withUnsafeInboundBytes { input in
+            while offset < input.count && isOpen {
+                let rest = UnsafeRawBufferPointer(rebasing: input[offset...])
+                let step = try decoder.decode(rest.bytes)
+                switch step {
+                case .needMore:
+                    return
+                case .skip(let n):
+                    precondition(n > 0 && n <= rest.count, "FrameDecoder returned \(step) for \(rest.count) buffered bytes")
+                    offset += n
+                case .frame(let range, let consume):
+                    precondition(
+                        range.lowerBound >= 0 && consume > 0 && range.upperBound <= consume && consume <= rest.count,
+                        "FrameDecoder returned \(step) for \(rest.count) buffered bytes")
+                    try body(UnsafeRawBufferPointer(rebasing: rest[range]).bytes)
+                    offset += consume
+                    frames += 1
+                }
+            }
         }
         return frames
     }

@@ -53,6 +53,8 @@ public func serve(_ bootstrap: ServerBootstrap, options: ServerOptions, poller: 
 
 /// Writes straight to fd 1: stdout is a file or a pipe under `run.sh`, where `print` would sit in
 /// the stdio buffer until exit.
+public func announceLine(_ line: String) { announce(line) }
+
 private func announce(_ line: String) {
     var line = line
     line.withUTF8 { bytes in

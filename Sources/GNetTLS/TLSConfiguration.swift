@@ -1,0 +1,87 @@
+/// TLS settings for a server or a client. A plain value: build it anywhere, then make a
+/// `TLSContext` from it (once, shared by every loop).
+///
+/// ```swift
+/// var tls = TLSConfiguration.server(certificateChain: "cert.pem", privateKey: "key.pem")
+/// tls.alpnProtocols = ["h2", "http/1.1"]
+/// let context = try TLSContext(tls)
+/// ```
+public struct TLSConfiguration: Sendable, Hashable {
+    /// Which side of the handshake.
+    public enum Role: Sendable, Hashable { case server, client }
+
+    /// Protocol versions.
+    public enum Version: Sendable, Hashable, Comparable {
+        case tls12, tls13
+    }
+
+    /// Whether and how the peer's certificate is checked.
+    public enum PeerVerification: Sendable, Hashable {
+        /// Not asked for (servers), or not checked (clients: only for tests).
+        case none
+        /// Checked when the peer sends one (servers); a missing one is accepted.
+        case optional
+        /// Required and checked against `trustRoots`.
+        case required
+    }
+
+    /// Where trusted certificate authorities come from.
+    public enum TrustRoots: Sendable, Hashable {
+        /// The system's store (OpenSSL's default paths).
+        case system
+        /// The certificates in a PEM file.
+        case file(String)
+    }
+
+    /// A certificate chain and its private key, both PEM files.
+    public struct Identity: Sendable, Hashable {
+        public var certificateChain: String
+        public var privateKey: String
+        public init(certificateChain: String, privateKey: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
+
+    public var role: Role
+    /// This side's certificate: required for a server, optional for a client (client
+    /// certificates).
+    public var identity: Identity?
+    /// Servers: a certificate per name the client asks for with SNI; names not listed get
+    /// `identity`. Matching is exact and case-insensitive.
+    public var identitiesByServerName: [String: Identity] = [:]
+    public var minimumVersion: Version = .tls12
+    public var maximumVersion: Version = .tls13
+    /// ALPN protocols in preference order (servers pick the first they share with the client).
+    /// Empty: no ALPN.
+    public var alpnProtocols: [String] = []
+    /// Servers: `.none` (default) does not ask clients for certificates. Clients: `.required`
+    /// (default) checks the server's certificate and name.
+    public var peerVerification: PeerVerification
+    public var trustRoots: TrustRoots = .system
+    /// Servers: issue session tickets so clients can resume (default true). The ticket keys
+    /// belong to the `TLSContext`, shared by every loop.
+    public var sessionTickets: Bool = true
+    /// How long a handshake may take before the connection is closed with
+    /// `TLSError.handshakeTimeout`. Default 10 s.
+    public var handshakeTimeout: Duration = .seconds(10)
+
+    public init(role: Role) {
+        self.role = role
+        self.peerVerification = role == .server ? .none : .required
+    }
+
+    /// A server with one certificate chain and key (PEM files).
+    public static func server(certificateChain: String, privateKey: String) -> TLSConfiguration {
+        var c = TLSConfiguration(role: .server)
+        c.identity = Identity(certificateChain: certificateChain, privateKey: privateKey)
+        return c
+    }
+
+    /// A client checking servers against `trustRoots`.
+    public static func client(trustRoots: TrustRoots = .system) -> TLSConfiguration {
+        var c = TLSConfiguration(role: .client)
+        c.trustRoots = trustRoots
+        return c
+    }
+}

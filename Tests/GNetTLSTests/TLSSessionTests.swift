@@ -1,0 +1,225 @@
+import GNetTLS
+import Glibc
+import Testing
+
+/// Throwaway certificates from scripts/tls-certs.sh, made once per test process.
+enum Certs {
+    static let dir: String = {
+        // This file is <root>/Tests/GNetTLSTests/TLSSessionTests.swift.
+        let root = String(#filePath).split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/")
+        let dir = "/tmp/gnet-tls-tests-\(getpid())"
+        let rc = system("\(root)/scripts/tls-certs.sh \(dir) >/dev/null")
+        precondition(rc == 0, "scripts/tls-certs.sh failed (is openssl installed?)")
+        return dir
+    }()
+    static func path(_ name: String) -> String { "\(dir)/\(name)" }
+    static func identity(_ name: String) -> TLSConfiguration.Identity {
+        .init(certificateChain: path("\(name).pem"), privateKey: path("\(name).key"))
+    }
+    static var server: TLSConfiguration { .server(certificateChain: path("server.pem"), privateKey: path("server.key")) }
+    static var client: TLSConfiguration { .client(trustRoots: .file(path("ca.pem"))) }
+}
+
+/// Two sessions joined in memory: what one sends, the other reads.
+final class Link {
+    let client: TLSSession
+    let server: TLSSession
+    var toServer: [UInt8] = []
+    var toClient: [UInt8] = []
+
+    init(_ client: TLSSession, _ server: TLSSession) {
+        self.client = client
+        self.server = server
+        client.output = { [unowned self] in toServer += $0 }
+        server.output = { [unowned self] in toClient += $0 }
+    }
+
+    /// Feeds `bytes` to `s` while `body` runs, keeping what it did not take.
+    static func feed<R>(_ s: TLSSession, _ bytes: inout [UInt8], _ body: () throws -> R) rethrows -> R {
+        let copy = bytes
+        return try copy.withUnsafeBytes { raw in
+            s.setInput(raw)
+            defer { bytes = Array(raw.suffix(s.pendingInput)); s.setInput(UnsafeRawBufferPointer(start: nil, count: 0)) }
+            return try body()
+        }
+    }
+
+    /// Runs both handshakes to the end (or the first failure, thrown with its side).
+    func handshake() throws {
+        for _ in 0..<20 {
+            let c = try Self.feed(client, &toClient) { try client.handshake() }
+            let s = try Self.feed(server, &toServer) { try server.handshake() }
+            // TLS 1.3 servers send session tickets after the handshake: they may stay queued.
+            if c == .done && s == .done && toServer.isEmpty { return }
+        }
+        throw TLSError.handshakeFailed("no progress")
+    }
+
+    /// Reads everything `s` can decrypt from its pending input.
+    static func drain(_ s: TLSSession, _ bytes: inout [UInt8]) throws -> (plaintext: [UInt8], closed: Bool) {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        var closed = false
+        try feed(s, &bytes) {
+            loop: while true {
+                let r = try buffer.withUnsafeMutableBytes { try s.read(into: $0) }
+                switch r {
+                case .bytes(let n): out += buffer[..<n]
+                case .wantsInput: break loop
+                case .closed: closed = true; break loop
+                }
+            }
+        }
+        return (out, closed)
+    }
+}
+
+@Suite(.serialized)
+struct TLSSessionTests {
+    func link(server: TLSConfiguration = Certs.server, client: TLSConfiguration = Certs.client, name: String? = "localhost",
+              resuming: TLSResumption? = nil) throws -> Link {
+        let s = try TLSSession(context: TLSContext(server))
+        let c = try TLSSession(context: TLSContext(client), serverName: name, resuming: resuming)
+        return Link(c, s)
+    }
+
+    @Test("TLS 1.3 handshake, data both ways, ALPN by the server's preference")
+    func tls13() throws {
+        var server = Certs.server
+        server.alpnProtocols = ["h2", "http/1.1"]
+        var client = Certs.client
+        client.alpnProtocols = ["http/1.1", "h2"]
+        let l = try link(server: server, client: client)
+        try l.handshake()
+        #expect(l.server.protocolVersion == "TLSv1.3")
+        #expect(l.client.negotiatedProtocol == "h2")
+        #expect(l.server.negotiatedProtocol == "h2")
+        let message = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        try message.withUnsafeBytes { try l.client.write($0) }
+        let got = try Link.drain(l.server, &l.toServer)
+        #expect(got.plaintext == message)
+        try Array("back".utf8).withUnsafeBytes { try l.server.write($0) }
+        #expect(try Link.drain(l.client, &l.toClient).plaintext == Array("back".utf8))
+    }
+
+    @Test("TLS 1.2 when the client offers no more")
+    func tls12() throws {
+        var client = Certs.client
+        client.maximumVersion = .tls12
+        let l = try link(client: client)
+        try l.handshake()
+        #expect(l.server.protocolVersion == "TLSv1.2")
+        #expect(l.client.protocolVersion == "TLSv1.2")
+    }
+
+    @Test("SNI: the certificate of the name asked for; a name the default certificate lacks is rejected")
+    func sni() throws {
+        var server = Certs.server
+        server.identitiesByServerName = ["Other.Test": Certs.identity("other")]
+        let ok = try link(server: server, name: "other.test")
+        try ok.handshake()
+        #expect(ok.server.serverName == "other.test")
+        let wrong = try link(server: Certs.server, name: "other.test")
+        #expect(throws: TLSError.self) { try wrong.handshake() }
+        do { try wrong.handshake() } catch let e as TLSError {
+            guard case .certificateRejected = e else { Issue.record("got \(e)"); return }
+        }
+    }
+
+    @Test("session tickets resume the next connection (TLS 1.3 and 1.2)", arguments: [TLSConfiguration.Version.tls13, .tls12])
+    func resumption(_ version: TLSConfiguration.Version) throws {
+        let serverContext = try TLSContext(Certs.server)
+        var clientConfig = Certs.client
+        clientConfig.maximumVersion = version
+        let clientContext = try TLSContext(clientConfig)
+        let first = Link(try TLSSession(context: clientContext, serverName: "localhost"), try TLSSession(context: serverContext))
+        try first.handshake()
+        #expect(!first.client.resumed)
+        _ = try Link.drain(first.client, &first.toClient) // TLS 1.3: the tickets come after the handshake
+        let ticket = try #require(first.client.resumption)
+        let second = Link(try TLSSession(context: clientContext, serverName: "localhost", resuming: ticket),
+                          try TLSSession(context: serverContext))
+        try second.handshake()
+        #expect(second.client.resumed)
+        #expect(second.server.resumed)
+    }
+
+    @Test("client certificates: required and missing fails; present is verified and seen")
+    func clientCertificates() throws {
+        var server = Certs.server
+        server.peerVerification = .required
+        server.trustRoots = .file(Certs.path("ca.pem"))
+        let missing = try link(server: server)
+        #expect(throws: TLSError.self) { try missing.handshake() }
+        var client = Certs.client
+        client.identity = Certs.identity("client")
+        let present = try link(server: server, client: client)
+        try present.handshake()
+        #expect(present.server.peerCertificateSubject?.contains("CN=gnet-client") == true)
+    }
+
+    @Test("an expired certificate is rejected with the reason")
+    func expired() throws {
+        let l = try link(server: .server(certificateChain: Certs.path("expired.pem"), privateKey: Certs.path("expired.key")))
+        do {
+            try l.handshake()
+            Issue.record("an expired certificate was accepted")
+        } catch let e as TLSError {
+            guard case .certificateRejected(let reason) = e else { Issue.record("got \(e)"); return }
+            #expect(reason.contains("expired"))
+        }
+    }
+
+    @Test("garbage instead of a ClientHello fails the handshake with a typed error")
+    func garbage() throws {
+        let s = try TLSSession(context: TLSContext(Certs.server))
+        var bytes = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        #expect(throws: TLSError.self) { try Link.feed(s, &bytes) { try s.handshake() } }
+    }
+
+    @Test("EOF without close_notify is truncation; with it, a clean end")
+    func truncation() throws {
+        let l = try link()
+        try l.handshake()
+        try Array("partial".utf8).withUnsafeBytes { try l.client.write($0) }
+        l.server.peerClosedTCP()
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let got = try Link.feed(l.server, &l.toServer) { try buffer.withUnsafeMutableBytes { try l.server.read(into: $0) } }
+        #expect(got == .bytes(7))
+        #expect(throws: TLSError.truncated) {
+            try Link.feed(l.server, &l.toServer) { _ = try buffer.withUnsafeMutableBytes { try l.server.read(into: $0) } }
+        }
+        let clean = try link()
+        try clean.handshake()
+        clean.client.close()
+        #expect(try Link.drain(clean.server, &clean.toServer).closed)
+    }
+
+    @Test("reload: new sessions get the new certificate, a bad configuration keeps the old")
+    func reload() throws {
+        let context = try TLSContext(Certs.server)
+        var renewed = Certs.server
+        renewed.identity = Certs.identity("other")
+        try context.reload(renewed)
+        let l = Link(try TLSSession(context: TLSContext(Certs.client), serverName: "other.test"), try TLSSession(context: context))
+        try l.handshake()
+        #expect(throws: TLSError.self) { try context.reload(.server(certificateChain: "/nonexistent.pem", privateKey: "/nonexistent.key")) }
+        let still = Link(try TLSSession(context: TLSContext(Certs.client), serverName: "other.test"), try TLSSession(context: context))
+        try still.handshake()
+    }
+
+    @Test("unusable configurations are typed errors naming the problem")
+    func invalid() throws {
+        #expect(throws: TLSError.self) { try TLSContext(TLSConfiguration(role: .server)) }
+        var message = "accepted"
+        do {
+            _ = try TLSContext(.server(certificateChain: Certs.path("server.pem"), privateKey: Certs.path("other.key")))
+        } catch {
+            message = "\(error)"
+        }
+        #expect(message.contains("does not match"), "a mismatched key: \(message)")
+        var alpn = Certs.server
+        alpn.alpnProtocols = [""]
+        #expect(throws: TLSError.self) { try TLSContext(alpn) }
+    }
+}
