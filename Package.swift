@@ -178,7 +178,7 @@ let package = Package(
             name: "GNetMetricsTests",
             dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
-        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS"]),
+        .testTarget(name: "GNetTLSTests", dependencies: ["GNetTLS", "GNet", "GNetLocks"]),
         .testTarget(name: "GNetAsyncTests", dependencies: ["GNetAsync", "GNet", "GNetConformance", "GNetLocks", "TestSupport"]),
         .testTarget(name: "GNetCodecTests", dependencies: ["GNetCodec", "GNet", "GNetConformance"]),
         .testTarget(

@@ -118,7 +118,8 @@ extension EventLoop {
     /// Takes ownership of an accepted socket: options, registration, `onOpen`. The acceptor
     /// has already counted it in `inbox.connectionCount`.
     final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
-        _ = open(fd, generation: newGeneration(), remote: remote, listener: listener, registered: [], context: nil)
+        _ = open(fd, generation: newGeneration(), remote: remote, listener: listener, registered: [], context: nil,
+                 layer: options.acceptedLayer, serverName: nil)
     }
 
     /// A generation for a new registration: never the listeners' 0.
@@ -134,7 +135,8 @@ extension EventLoop {
     /// instead (the loop is stopping, or the poller refused it). The socket was counted in
     /// `inbox.connectionCount` by whoever handed it here; a nil return uncounts it.
     final func open(_ fd: Int32, generation: UInt32, remote: SocketAddress?, listener: SocketAddress?,
-                    registered: IOEvents, context: (any Sendable)?) -> Connection? {
+                    registered: IOEvents, context: (any Sendable)?,
+                    layer factory: (any ConnectionLayerFactory)?, serverName: String?) -> Connection? {
         let token = PollToken(fd: fd, generation: generation)
         if stopping {
             if registered != [] { try? poller.deregister(fd, interest: registered) }
@@ -169,6 +171,13 @@ extension EventLoop {
         connectionCount += 1
         if listener != nil { stats.accepted += 1 } else { stats.dialled += 1 }
         startIdleTimers(c)
+        if let factory {
+            do {
+                startLayer(c, try factory.makeLayer(accepted: listener != nil, serverName: serverName))
+            } catch {
+                fail(c, error)
+            }
+        }
 
         beginCallback(c)
         let (output, action) = handler.onOpen(c)

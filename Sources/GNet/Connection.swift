@@ -57,6 +57,12 @@ public final class Connection {
     /// `onTraffic` stopped re-offering buffered input because output backed up; offer it
     /// again when the connection turns writable.
     var trafficDeferred = false
+    /// The transform between the socket and the handler (TLS), if any (`ConnectionLayer.swift`).
+    var layer: (any ConnectionLayer)? = nil
+    /// True while the layer runs: its writes go to the socket, not back through it.
+    var belowLayer = false
+    /// The layer saw the stream end cleanly (TLS close_notify).
+    var layerEnded = false
     /// Queued in the loop's `edgeRetry` (edge-triggered only).
     var edgeRetryQueued = false
     /// While draining: when output last made progress (the close deadline counts from here).

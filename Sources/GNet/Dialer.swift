@@ -13,6 +13,9 @@ struct DialRequest: Sendable {
     let target: Target
     /// Set as the connection's `context` before `onOpen`.
     let context: (any Sendable)?
+    /// The connection's layer (TLS), and the server name it is for.
+    var layer: (any ConnectionLayerFactory)? = nil
+    var serverName: String? = nil
     let completion: @Sendable (Result<ConnectionHandle, any Error>) -> Void
 
     /// Fails the dial when no loop will take it; an enrolled socket is closed (it was handed over).
@@ -172,7 +175,8 @@ extension EventLoop {
 
     /// The socket is connected: it becomes a connection (`onOpen`), then the dial completes.
     private final func established(_ fd: Int32, generation: UInt32, remote: SocketAddress, registered: IOEvents, _ request: DialRequest) {
-        guard let c = open(fd, generation: generation, remote: remote, listener: nil, registered: registered, context: request.context) else {
+        guard let c = open(fd, generation: generation, remote: remote, listener: nil, registered: registered,
+                           context: request.context, layer: request.layer, serverName: request.serverName) else {
             request.completion(.failure(GNetError.connectionClosed))
             return
         }

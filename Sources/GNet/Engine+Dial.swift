@@ -33,6 +33,16 @@ extension Engine {
         _ address: String, timeout: Duration = Engine.defaultDialTimeout, on loop: EventLoopHandle? = nil,
         context: (any Sendable)? = nil, completion: @escaping @Sendable (Result<ConnectionHandle, any Error>) -> Void
     ) {
+        dial(address, timeout: timeout, on: loop, context: context, layer: nil, serverName: nil, completion: completion)
+    }
+
+    /// `dial` with a layer (GNetTLS's TLS) for the connection, made for `serverName` (nil: the
+    /// address's host).
+    package func dial(
+        _ address: String, timeout: Duration, on loop: EventLoopHandle?, context: (any Sendable)?,
+        layer: (any ConnectionLayerFactory)?, serverName: String?,
+        completion: @escaping @Sendable (Result<ConnectionHandle, any Error>) -> Void
+    ) {
         let target: ListenAddress
         do {
             target = try ListenAddress(parsing: address)
@@ -44,8 +54,20 @@ extension Engine {
             completion(.failure(GNetError.invalidOption(name: "timeout", reason: "a dial timeout must be positive, got \(timeout)")))
             return
         }
-        hand(DialRequest(target: .connect(target, timeout: timeout), context: context, completion: completion),
-             remote: target.address, loop: loop)
+        var request = DialRequest(target: .connect(target, timeout: timeout), context: context, completion: completion)
+        request.layer = layer
+        request.serverName = serverName ?? Self.host(of: address)
+        hand(request, remote: target.address, loop: loop)
+    }
+
+    /// The host part of an address string (`tcp://host:port`, `[v6]:port`), for a layer's server name.
+    static func host(of address: String) -> String? {
+        var rest = Substring(address)
+        if let r = address.firstRange(of: "://") { rest = address[r.upperBound...] }
+        if rest.hasPrefix("[") { return rest.dropFirst().split(separator: "]").first.map(String.init) }
+        guard let colon = rest.lastIndex(of: ":") else { return nil }
+        let host = rest[..<colon]
+        return host.isEmpty ? nil : String(host)
     }
 
     /// Dials `address` and returns the open connection's handle (see `dial(_:timeout:on:context:completion:)`).

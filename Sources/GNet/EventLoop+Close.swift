@@ -69,6 +69,11 @@ extension EventLoop {
 
     /// An orderly close: send what is queued now, then either finish or wait in `draining`.
     private final func beginDraining(_ c: Connection) {
+        if let layer = c.layer {
+            c.belowLayer = true
+            layer.closing(layerContext(c))
+            c.belowLayer = false
+        }
         flush(c)
         guard c.state == .open else { return } // the flush failed and closed it
         if c.outbound.isEmpty {
@@ -171,6 +176,7 @@ extension EventLoop {
         let action = handler.onClose(c, error: reason)
         c.inCallback = false
         _ = closeDescriptor(c.fd)
+        c.layer = nil
         c.lent = UnsafeRawBufferPointer(start: nil, count: 0)
         c.inbound.release()
         _ = c.outbound.abandon()

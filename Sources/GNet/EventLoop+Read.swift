@@ -85,6 +85,18 @@ extension EventLoop {
     /// The peer's EOF was read. By default the connection closes (after its queued output);
     /// with `allowHalfClosure` the handler decides, and only reading stops.
     final func inputClosed(_ c: Connection) {
+        if let layer = c.layer, !c.layerEnded {
+            c.belowLayer = true
+            do {
+                try layer.inputClosed(layerContext(c))
+            } catch {
+                c.belowLayer = false
+                c.inputClosed = true
+                fail(c, error)
+                return
+            }
+            c.belowLayer = false
+        }
         c.inputClosed = true
         guard options.allowHalfClosure else {
             requestClose(c, .orderly)
@@ -101,6 +113,10 @@ extension EventLoop {
         let fresh = UnsafeRawBufferPointer(start: readBuffer.baseAddress, count: count)
         c.lastRead = clock
         stats.bytesRead &+= count
+        if let layer = c.layer {
+            receiveThroughLayer(c, layer, fresh)
+            return
+        }
         if c.inbound.isEmpty {
             c.lent = fresh
         } else {

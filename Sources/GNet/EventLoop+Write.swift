@@ -12,6 +12,16 @@ extension EventLoop {
     /// The write path of `Connection.write`. The connection is open.
     @inline(__always)
     final func write(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
+        if let layer = c.layer, !c.belowLayer {
+            writeThroughLayer(c, layer, bytes)
+            return
+        }
+        sendBelowLayer(c, bytes)
+    }
+
+    /// The socket side of the write path: bytes as they go on the wire.
+    @inline(__always)
+    final func sendBelowLayer(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
         if !c.outbound.isEmpty {
             queue(c, bytes)
@@ -30,6 +40,13 @@ extension EventLoop {
     final func writeInPlace(
         _ c: Connection, _ capacity: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
     ) throws -> Int {
+        if let layer = c.layer, !c.belowLayer {
+            // Rendered into the loop's scratch buffer, then encoded by the layer.
+            defer { layerScratch.reset(keepingCapacityUpTo: 1 << 20) }
+            let n = try layerScratch.appendInPlace(reserving: capacity, body)
+            writeThroughLayer(c, layer, layerScratch.readable)
+            return n
+        }
         if c.outbound.isEmpty && corkOwner === c {
             let n = try cork.appendInPlace(reserving: capacity, body)
             if cork.count >= corkFlushThreshold { flushCork(c) }
@@ -71,7 +88,7 @@ extension EventLoop {
 
     /// The write path of `Connection.writev`: one gathering send when nothing is queued.
     final func writev(_ c: Connection, _ buffers: [[UInt8]]) {
-        if !c.outbound.isEmpty || corkOwner === c || buffers.count > iovecCapacity {
+        if !c.outbound.isEmpty || corkOwner === c || buffers.count > iovecCapacity || c.layer != nil {
             for b in buffers where c.state == .open { b.withUnsafeBytes { write(c, $0) } }
             return
         }

@@ -49,6 +49,8 @@ final class EventLoop {
     let readBuffer: UnsafeMutableRawBufferPointer
     /// Writes made during a callback for `corkOwner` gather here and go out in one send.
     @exclusivity(unchecked) var cork = ByteQueue()
+    /// In-place renders of connections with a layer land here before the layer encodes them.
+    var layerScratch = ByteQueue()
     var corkOwner: Connection? = nil
     let corkFlushThreshold = 64 * 1024
     let iovecs: UnsafeMutablePointer<iovec>

@@ -18,6 +18,8 @@ struct LoopTimer: Comparable {
         case idle(Int32, UInt32)
         /// A dial's connect timeout.
         case dialDeadline(Int32, UInt32)
+        /// A connection layer's ready deadline (a TLS handshake).
+        case layerDeadline(Int32, UInt32)
         /// A closure scheduled through `EventLoopHandle.schedule(after:_:)`.
         case user(ScheduledTask)
     }
@@ -101,6 +103,8 @@ extension EventLoop {
                 if let c = liveConnection(fd, generation) { idleTimerFired(c, t.deadline) }
             case .dialDeadline(let fd, let generation):
                 dialDeadlinePassed(fd, generation)
+            case .layerDeadline(let fd, let generation):
+                if let c = liveConnection(fd, generation) { layerDeadlinePassed(c) }
             case .user(let task):
                 task.fire()
             }

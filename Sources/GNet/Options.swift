@@ -154,6 +154,9 @@ public struct Options: Sendable {
     /// Where the engine logs (boot, backend, accept trouble, stop).
     public var logger: Logger = Logger(label: "gnet")
 
+    /// The layer of accepted connections (`layerFactory`, set by GNetTLS's `tls`).
+    var acceptedLayer: (any ConnectionLayerFactory)? = nil
+
     public init() {}
 
     /// The number of cores this process may run on.
