@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "ExampleSupport",
             dependencies: [
-                "GNet", "GNetServiceLifecycle", "GNetLocks", .product(name: "Logging", package: "swift-log"),
+                "GNet", "GNetTLS", "GNetServiceLifecycle", "GNetLocks", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -20,6 +20,8 @@ CATEGORIES = OrderedDict(
         ("echo", {"title": "Echo", "unit": "msgs", "refs": ["nio-echo", "c-echo"]}),
         ("udp", {"title": "UDP echo (datagrams)", "unit": "dgrams", "refs": ["nio-udp-echo", "c-udp-echo"]}),
         ("http", {"title": "HTTP/1.1 plaintext", "unit": "req", "refs": ["nio-http", "nio-http-raw", "c-http"]}),
+        ("tls", {"title": "TLS echo", "unit": "msgs", "refs": ["nio-tls-echo"]}),
+        ("https", {"title": "HTTPS (TLS) and handshakes", "unit": "req", "refs": ["nio-https"]}),
         ("redis", {"title": "Redis protocol (RESP2)", "unit": "req", "refs": ["redis-server"]}),
     ]
 )
@@ -132,7 +134,7 @@ def category_table(category, spec, samples, rows, meta, skipped_meta):
                                                    for sc in scenarios if (category, sc, srv) in rows)]
     shown = [srv for srv in servers if srv not in never_ok]
     refs = spec["refs"]
-    has_p999 = category in ("echo", "udp")
+    has_p999 = category in ("echo", "udp", "tls")
     unit = spec["unit"]
 
     header = ["scenario", "server", f"{unit}/s", "p50 µs", "p99 µs"]

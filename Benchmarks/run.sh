@@ -27,7 +27,7 @@ usage() {
     cat <<'EOF'
 usage: Benchmarks/run.sh [options]
   --quick              1 round, 1 s runs, fewer messages and idle connections (~3 minutes)
-  --only SECTION       echo, udp, http, redis or efficiency; repeat or comma-separate for several
+  --only SECTION       echo, udp, tls, http, https, redis or efficiency; repeat or comma-separate for several
   --rounds N           rounds per scenario (default 3, quick 1); medians are reported
   --duration SECS      measured seconds per echo and HTTP run (default 2 echo / 3 HTTP, quick 1)
   --warmup SECS        unmeasured seconds before each run (default 1, quick 0.3)
@@ -69,7 +69,7 @@ while (($#)); do
     shift || usage 2
 done
 for section in $ONLY; do
-    case $section in echo | udp | http | redis | efficiency) ;; *) echo "unknown section: $section" >&2; usage 2 ;; esac
+    case $section in echo | udp | tls | http | https | redis | efficiency) ;; *) echo "unknown section: $section" >&2; usage 2 ;; esac
 done
 wants() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 
@@ -122,6 +122,12 @@ UDP_SCENARIOS=("s1-64B-d1 1 64 1" "s16-64B-d16 16 64 16" "s16-1400B-d8 16 1400 8
 UDP_SERVERS=()
 for p in $POLLERS; do UDP_SERVERS+=("gnet-echo-udp/$p"); done
 UDP_SERVERS+=(nio-udp-echo c-udp-echo)
+# HTTPS (wrk over TLS) and full TLS handshakes per second: gnet-http with GNetTLS against
+# nio-http with swift-nio-ssl, both with one shared context and the same throwaway certificate.
+HTTPS_SERVERS=("gnet-https/${POLLERS%% *}" nio-https)
+# TLS echo (loadgen --tls): name conns size depth.
+TLS_SCENARIOS=("c1-64B 1 64 1" "c100-64B 100 64 1" "c100-16K 100 16384 1")
+TLS_SERVERS=("gnet-echo-tls/${POLLERS%% *}" nio-tls-echo)
 REDIS_SERVERS+=(redis-server)
 
 RESULTS=$HERE/results
@@ -138,6 +144,8 @@ if [[ -z $REPORT ]]; then
 fi
 
 mkdir -p "$RESULTS" "$CBIN"
+# Throwaway certificates for the HTTPS section (scripts/tls-certs.sh: a CA and a localhost server).
+TLS_DIR=$RESULTS/tls
 rm -rf "$RAW"
 mkdir -p "$RAW"
 : >"$SAMPLES"
@@ -178,6 +186,9 @@ install_tools() {
         }
     fi
     "$ROOT/scripts/bootstrap.sh" || exit 1
+    if { wants https || wants tls; } && [[ ! -s $TLS_DIR/server.pem ]]; then
+        "$ROOT/scripts/tls-certs.sh" "$TLS_DIR" >/dev/null || { echo "could not make test certificates" >&2; exit 1; }
+    fi
 }
 
 # ---- build -----------------------------------------------------------------------------------
@@ -187,7 +198,7 @@ build() {
     local cc=${CC:-cc}
     $cc -O2 -Wall -pthread -o "$CBIN/c-echo" "$HERE/C/echo.c" || exit 1
     $cc -O2 -Wall -pthread -o "$CBIN/c-http" "$HERE/C/http.c" || exit 1
-    $cc -O2 -Wall -o "$CBIN/loadgen" "$HERE/C/loadgen.c" || exit 1
+    $cc -O2 -Wall -o "$CBIN/loadgen" "$HERE/C/loadgen.c" -lssl -lcrypto || exit 1
     $cc -O2 -Wall -o "$CBIN/c-udp-echo" "$HERE/C/udp-echo.c" || exit 1
     $cc -O2 -Wall -o "$CBIN/udpgen" "$HERE/C/udpgen.c" -lm || exit 1
     $cc -O2 -Wall -shared -fPIC -o "$CBIN/malloccount.so" "$HERE/C/malloccount.c" || exit 1
@@ -195,7 +206,7 @@ build() {
     say "building the SwiftNIO peers (swift build -c release in Benchmarks/)"
     if ! (cd "$HERE" && swift build -c release) >"$RESULTS/build-benchmarks.log" 2>&1; then
         say "  failed (see Benchmarks/results/build-benchmarks.log); NIO servers will be skipped"
-        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed" UNBUILT[nio-async-echo]="build failed" UNBUILT[nio-udp-echo]="build failed"
+        UNBUILT[nio-echo]="build failed" UNBUILT[nio-http]="build failed" UNBUILT[nio-http-raw]="build failed" UNBUILT[nio-async-echo]="build failed" UNBUILT[nio-udp-echo]="build failed" UNBUILT[nio-https]="build failed" UNBUILT[nio-tls-echo]="build failed"
     fi
     [[ -n $GNET_BIN ]] && return 0
     local product
@@ -203,9 +214,9 @@ build() {
     for product in gnet-echo gnet-echo-async gnet-http gnet-redis; do
         local wanted=0
         case $product in
-            gnet-echo) wants echo || wants udp || wants efficiency && wanted=1 ;;
+            gnet-echo) wants echo || wants udp || wants tls || wants efficiency && wanted=1 ;;
             gnet-echo-async) wants echo && wanted=1 ;;
-            gnet-http) wants http || wants efficiency && wanted=1 ;;
+            gnet-http) wants http || wants https || wants efficiency && wanted=1 ;;
             gnet-redis) wants redis && wanted=1 ;;
         esac
         ((wanted)) || continue
@@ -263,9 +274,11 @@ print(next((p["state"].get("version", "?") for p in d.get("pins", []) if p["iden
     printf 'server_cpu\t%s\n' "$SERVER_CPU"
     printf 'load_cpu\t%s\n' "$LOAD_CPU"
     printf 'quick\t%s\n' "$QUICK"
-    printf 'sections\t%s\n' "${ONLY:-echo udp http redis efficiency}"
+    printf 'sections\t%s\n' "${ONLY:-echo udp tls http https redis efficiency}"
     printf 'order_echo\t%s\n' "${ECHO_SERVERS[*]}"
     printf 'order_udp\t%s\n' "${UDP_SERVERS[*]}"
+    printf 'order_https\t%s\n' "${HTTPS_SERVERS[*]}"
+    printf 'order_tls\t%s\n' "${TLS_SERVERS[*]}"
     printf 'order_http\t%s\n' "${HTTP_SERVERS[*]}"
     printf 'order_redis\t%s\n' "${REDIS_SERVERS[*]}"
 } >"$META"
@@ -274,6 +287,8 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     say "round $ROUND of $ROUNDS"
     wants echo && run_echo
     wants udp && run_udp
+    wants https && run_https
+    wants tls && run_tls
     wants http && run_http
     wants redis && run_redis
 done

@@ -40,6 +40,7 @@ import random
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -99,6 +100,9 @@ class Server:
 
     def __init__(self, bin_dir, name, poller=None, extra=()):
         self.name = name
+        # With --tls-cert, clients speak TLS, trusting the CA that signed it (tls-certs.sh's).
+        extra = list(extra)
+        self.tls_ca = os.path.join(os.path.dirname(extra[extra.index("--tls-cert") + 1]), "ca.pem") if "--tls-cert" in extra else None
         self.label = f"{name} (poller={poller or 'default'}{''.join(' ' + a for a in extra)})"
         path = os.path.join(bin_dir, name)
         if not os.access(path, os.X_OK):
@@ -194,9 +198,16 @@ class Server:
 # ---------------------------------------------------------------------------- client helpers
 
 
-def connect(port):
+# Would-block, for plain and TLS sockets alike.
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def connect(port, tls_ca=None):
+    """A connection to the server; over TLS (handshake done, certificate checked) with tls_ca."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls_ca:
+        s = ssl.create_default_context(cafile=tls_ca).wrap_socket(s, server_hostname="localhost")
     return s
 
 
@@ -222,21 +233,26 @@ def exchange(s, request, reply_len, limit_s=5.0):
         if left <= 0:
             raise RuntimeError(f"exchange: sent {sent:,} of {len(request):,} bytes, got {len(got):,} of "
                                f"{reply_len:,} reply bytes in {limit_s:.0f} s")
-        r, w, _ = select.select([s], [s] if sent < len(request) else [], [], left)
+        r, w, _ = select.select([s], [s] if sent < len(request) else [], [], 0 if tls_pending(s) else left)
         if w:
             try:
                 sent += s.send(view[sent:sent + 256 * KiB])
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 pass
-        if r:
+        if r or tls_pending(s):
             try:
                 chunk = s.recv(256 * KiB)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 continue
             if not chunk:
                 raise RuntimeError(f"exchange: EOF after {len(got):,} of {reply_len:,} reply bytes")
             got += chunk
     return bytes(got)
+
+
+def tls_pending(s):
+    """Decrypted bytes a TLS socket holds that select() cannot see."""
+    return isinstance(s, ssl.SSLSocket) and s.pending() > 0
 
 
 def repeated(unit, size):
@@ -268,7 +284,7 @@ def send_bounded(s, source, total, limit_s, stall_s, on_tick=None):
             n = min(len(source) - off, total - sent)
             try:
                 k = s.send(view[off:off + n])
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 k = 0
             if k > 0:
                 sent += k
@@ -285,7 +301,7 @@ def warm_up(server, kind):
     """Ordinary traffic on its own connection (a few hundred KiB, more than one read buffer and
     past the high watermark), so the baseline includes what first use costs for good: the
     loop's read buffer touched in full, code paged in, allocator arenas set up."""
-    s = connect(server.port)
+    s = connect(server.port, server.tls_ca)
     if kind == "echo":
         data = random.Random(0).randbytes(256 * KiB)
         if exchange(s, data, len(data)) != data:
@@ -338,7 +354,7 @@ def non_reader(server, kind):
         if server.alive():
             samples.append(server.rss())
 
-    s = connect(server.port)
+    s = connect(server.port, server.tls_ca)
     cpu0 = server.cpu()
     sent, took, why = send_bounded(s, payload, ATTACK_BYTES, SEND_LIMIT_S, STALL_S, sample)
     # Held back: the server should now be idle and small. Keep the connection open a moment.
@@ -655,6 +671,14 @@ def main():
         ("(c) half-closed non-reader", half_closed_idle),
         ("gnet-dial", dial_client(bin_dir)),
     ], extra=("--edge-triggered", "--loops", "2", "--lb", "least-connections"))
+    # TLS (GNetTLS): a non-reading peer holds the server's memory bounded as without TLS.
+    certs = tempfile.mkdtemp(prefix="gnet-hostile-tls-")
+    if subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls-certs.sh"), certs],
+                      capture_output=True).returncode == 0:
+        run(bin_dir, "gnet-echo", None, [("(a) non-reader", lambda s: non_reader(s, "echo"))],
+            extra=("--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server.key"))
+    else:
+        check("TLS certificates (scripts/tls-certs.sh)", False, "could not make them; is openssl installed?")
     # The async layer: a task per connection, backpressure through its chunk buffer and writes.
     run(bin_dir, "gnet-echo-async", None, [
         ("(a) non-reader", lambda s: non_reader(s, "echo")),

@@ -30,6 +30,11 @@
  * (S - 4) then S - 4 pattern bytes, and streams start at message boundaries, so a server that
  * decodes frames and writes each back re-framed echoes the stream byte for byte.
  *
+ * --tls: every connection speaks TLS (OpenSSL; link with -lssl -lcrypto): the handshake follows
+ * the connect, then the same checked stream runs inside TLS. The server's certificate is not
+ * verified (a benchmark against a throwaway certificate); session resumption is off, so every
+ * connection is a full handshake.
+ *
  * The last line is machine-readable:
  *   RESULT msgs_per_s=… mbps=… p50_us=… p99_us=… p999_us=… errors=0 msgs=… …
  */
@@ -51,15 +56,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #define PATTERN_LEN 1000003u     /* prime */
 #define CHUNK (64 * 1024)        /* largest single read or write */
 #define HIST_BUCKETS (64 * 64)
 #define MAX_ERROR_LINES 20
 
-enum state { CONNECTING, OPEN, CLOSED };
+enum state { CONNECTING, HANDSHAKING, OPEN, CLOSED };
 
 struct conn {
     int fd;
+    SSL *ssl;              /* with --tls */
     enum state state;
     int want_out;          /* EPOLLOUT registered (1), not (0), connect-only registration (-1) */
     uint64_t base;         /* where this connection's stream starts in the pattern */
@@ -80,6 +89,7 @@ static uint64_t max_messages = 0;
 static unsigned char *pattern;   /* pattern_len + CHUNK bytes: the tail repeats the head */
 static size_t pattern_len = PATTERN_LEN;   /* a whole number of messages with --framed */
 static int framed = 0;
+static SSL_CTX *tls_ctx;         /* with --tls */
 static struct conn *conns;
 static int ep;
 static int issuing = 1;          /* issue a new message when one returns */
@@ -149,8 +159,9 @@ static void set_out(struct conn *c, int idx, int on) {
 
 static void close_conn(struct conn *c) {
     if (c->state == CLOSED) return;
-    if (c->state == CONNECTING) pending_connects--;
+    if (c->state == CONNECTING || c->state == HANDSHAKING) pending_connects--;
     if (c->state == OPEN) open_conns--;
+    if (c->ssl) { SSL_free(c->ssl); c->ssl = NULL; }
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->state = CLOSED;
@@ -168,6 +179,16 @@ static void pump(struct conn *c, int idx) {
         uint64_t left = c->target - c->sent;
         size_t n = left < CHUNK ? (size_t)left : CHUNK;
         size_t pos = (size_t)((c->base + c->sent) % pattern_len);
+        if (c->ssl) {
+            int w = SSL_write(c->ssl, pattern + pos, (int)n);
+            if (w > 0) { c->sent += (uint64_t)w; continue; }
+            int e = SSL_get_error(c->ssl, w);
+            if (e == SSL_ERROR_WANT_WRITE) { set_out(c, idx, 1); return; }
+            if (e == SSL_ERROR_WANT_READ) { set_out(c, idx, 0); return; }
+            fail(idx, "SSL_write: error %d", e);
+            close_conn(c);
+            return;
+        }
         ssize_t w = write(c->fd, pattern + pos, n);
         if (w > 0) { c->sent += (uint64_t)w; continue; }
         if (w < 0 && errno == EINTR) continue;
@@ -198,11 +219,39 @@ static void start_connect(int idx) {
     }
 }
 
+static void opened(struct conn *c, int idx);
+
+/* Advances a TLS handshake; opens the connection once it is done. */
+static void handshake_step(struct conn *c, int idx) {
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) { opened(c, idx); return; }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) { set_out(c, idx, 0); return; }
+    if (e == SSL_ERROR_WANT_WRITE) { set_out(c, idx, 1); return; }
+    char why[256];
+    ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    fail(idx, "TLS handshake: %s", why);
+    close_conn(c);
+}
+
 static void connected(struct conn *c, int idx) {
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err) { fail(idx, "connect: %s", strerror(err)); close_conn(c); return; }
+    if (tls_ctx) {
+        c->ssl = SSL_new(tls_ctx);
+        SSL_set_fd(c->ssl, c->fd);
+        SSL_set_tlsext_host_name(c->ssl, "localhost");
+        SSL_set_connect_state(c->ssl);
+        c->state = HANDSHAKING;
+        handshake_step(c, idx);
+        return;
+    }
+    opened(c, idx);
+}
+
+static void opened(struct conn *c, int idx) {
     c->state = OPEN;
     pending_connects--;
     open_conns++;
@@ -212,7 +261,23 @@ static void connected(struct conn *c, int idx) {
     pump(c, idx);
 }
 
+static void consume(struct conn *c, int idx, size_t n);
+
 static void readable(struct conn *c, int idx) {
+    if (c->ssl) {
+        /* Until OpenSSL has nothing left: it may hold decrypted records epoll cannot see. */
+        while (c->state == OPEN) {
+            int r = SSL_read(c->ssl, rbuf, sizeof rbuf);
+            if (r > 0) { consume(c, idx, (size_t)r); continue; }
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+            fail(idx, "server closed the TLS connection (SSL error %d) after %llu of %llu bytes", e,
+                 (unsigned long long)c->recvd, (unsigned long long)c->sent);
+            close_conn(c);
+            return;
+        }
+        return;
+    }
     ssize_t r = read(c->fd, rbuf, sizeof rbuf);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (r <= 0) {
@@ -221,7 +286,11 @@ static void readable(struct conn *c, int idx) {
         close_conn(c);
         return;
     }
-    size_t n = (size_t)r;
+    consume(c, idx, (size_t)r);
+}
+
+/* Checks `n` received bytes in rbuf against the stream, then issues what returned messages free. */
+static void consume(struct conn *c, int idx, size_t n) {
     if (c->recvd + n > c->sent) {
         fail(idx, "received %llu bytes but only %llu were sent",
              (unsigned long long)(c->recvd + n), (unsigned long long)c->sent);
@@ -268,6 +337,10 @@ static void poll_once(int wait_ms) {
             if (events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) connected(c, idx);
             continue;
         }
+        if (c->state == HANDSHAKING) {
+            handshake_step(c, idx);
+            continue;
+        }
         if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) readable(c, idx);
         if (c->state == OPEN && (events[i].events & EPOLLOUT)) pump(c, idx);
     }
@@ -306,7 +379,7 @@ static void hold(const char *what) {
 static void usage(void) {
     fprintf(stderr,
         "usage: loadgen --port P [--host 127.0.0.1] [--conns 1] [--size 64] [--depth 1]\n"
-        "               [--duration 5] [--warmup 1] [--messages N] [--hold SECS] [--idle] [--framed]\n"
+        "               [--duration 5] [--warmup 1] [--messages N] [--hold SECS] [--idle] [--framed] [--tls]\n"
         "               [--drain-timeout 10] [--connect-timeout 60] [--connect-burst 256]\n");
     exit(2);
 }
@@ -316,6 +389,13 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--idle")) { idle_mode = 1; continue; }
         if (!strcmp(a, "--framed")) { framed = 1; continue; }
+        if (!strcmp(a, "--tls")) {
+            tls_ctx = SSL_CTX_new(TLS_client_method());
+            SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+            SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+            SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            continue;
+        }
         if (i + 1 >= argc) usage();
         const char *v = argv[++i];
         if (!strcmp(a, "--host")) host = v;

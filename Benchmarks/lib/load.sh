@@ -3,14 +3,14 @@
 # Sourced by run.sh, whose settings (paths, durations, cores) it uses.
 
 # ---- echo ------------------------------------------------------------------------------------
-echo_run() {   # scenario conns size depth server
-    local scenario=$1 conns=$2 size=$3 depth=$4 server=$5 note
+echo_run() {   # scenario conns size depth server [category]
+    local scenario=$1 conns=$2 size=$3 depth=$4 server=$5 category=${6:-echo} note
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then
-        record echo "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
+        record "$category" "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
         return
     fi
-    local out=$RAW/echo-$scenario-${server//\//_}-r$ROUND.txt
+    local out=$RAW/$category-$scenario-${server//\//_}-r$ROUND.txt
     local c0 c1 t0 t1 rc
     c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
     timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CPU" "$LOADGEN" --host 127.0.0.1 --port "$SERVER_PORT" \
@@ -29,14 +29,14 @@ echo_run() {   # scenario conns size depth server
         local why="loadgen exit $rc"
         ((rc == 124)) && why="loadgen timed out"
         ((crashed)) && why="server died; $why"
-        record echo "$scenario" "$server" fail "note=$why: $(first_error "$out")"
-        say "echo r$ROUND $scenario $server: FAILED ($why)"
+        record "$category" "$scenario" "$server" fail "note=$why: $(first_error "$out")"
+        say "$category r$ROUND $scenario $server: FAILED ($why)"
         return
     fi
-    record echo "$scenario" "$server" ok "rate=$rate" "work=$(result_field "$out" total_msgs)" \
+    record "$category" "$scenario" "$server" ok "rate=$rate" "work=$(result_field "$out" total_msgs)" \
         "cpu_s=$cpu" "wall_s=$wall" "p50_us=$(result_field "$out" p50_us)" \
         "p99_us=$(result_field "$out" p99_us)" "p999_us=$(result_field "$out" p999_us)"
-    say "echo r$ROUND $scenario $server: $rate msgs/s, server CPU ${cpu}s of ${wall}s"
+    say "$category r$ROUND $scenario $server: $rate msgs/s, server CPU ${cpu}s of ${wall}s"
 }
 
 run_echo() {
@@ -48,6 +48,16 @@ run_echo() {
             is_variant "$server" && [[ $VARIANT_SCENARIOS != *" $name "* ]] && continue
             echo_run "$name" "$conns" "$size" "$depth" "$server"
         done
+    done
+}
+
+# TLS echo: the echo scenarios through TLS (loadgen --tls), GNetTLS against swift-nio-ssl.
+run_tls() {
+    local scenario name conns size depth server order
+    for scenario in "${TLS_SCENARIOS[@]}"; do
+        read -r name conns size depth <<<"$scenario"
+        mapfile -t order < <(rotate $((ROUND - 1)) "${TLS_SERVERS[@]}")
+        for server in "${order[@]}"; do echo_run "$name" "$conns" "$size" "$depth" "$server" tls; done
     done
 }
 
@@ -102,10 +112,12 @@ run_udp() {
 
 # ---- HTTP ------------------------------------------------------------------------------------
 # Three requests, pipelined, the last split across writes: three complete, correct responses?
-http_check() {
-    python3 - "$1" <<'EOF'
-import socket, sys, time
+http_check() {   # port [tls-ca-file]
+    python3 - "$1" "${2:-}" <<'EOF'
+import socket, ssl, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+if sys.argv[2]:
+    s = ssl.create_default_context(cafile=sys.argv[2]).wrap_socket(s, server_hostname="localhost")
 s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\nGET / HTTP/1.1\r\nHost: bench\r\n\r\nGET / HTTP/1.1\r\nHo")
 time.sleep(0.05)
 s.sendall(b"st: bench\r\n\r\n")
@@ -129,22 +141,24 @@ wrk_us() {
         if (n * f > 0) printf "%.1f", n * f }'
 }
 
-http_run() {   # scenario depth server
-    local scenario=$1 depth=$2 server=$3 note
+http_run() {   # scenario depth server [category]
+    local scenario=$1 depth=$2 server=$3 category=${4:-http} note
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then
-        record http "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
+        record "$category" "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
         return
     fi
-    if ! http_check "$SERVER_PORT" 2>/dev/null; then
+    local ca="" scheme=http
+    [[ $category == https ]] && ca=$TLS_DIR/ca.pem scheme=https
+    if ! http_check "$SERVER_PORT" "$ca" 2>/dev/null; then
         stop_server
         DEAD[$server]="wrong HTTP response"
-        record http "$scenario" "$server" skip "note=${DEAD[$server]}"
+        record "$category" "$scenario" "$server" skip "note=${DEAD[$server]}"
         return
     fi
-    local url=http://127.0.0.1:$SERVER_PORT/ script=()
+    local url=$scheme://127.0.0.1:$SERVER_PORT/ script=()
     ((depth > 1)) && script=(-s "$HERE/wrk/pipeline.lua")
-    local out=$RAW/http-$scenario-${server//\//_}-r$ROUND.txt
+    local out=$RAW/$category-$scenario-${server//\//_}-r$ROUND.txt
     local args=(-t1 -c"$HTTP_CONNS" --timeout 2s --latency "${script[@]}" "$url")
     ((depth > 1)) && args+=(-- "$depth")
     if ((HTTP_WARMUP_SECONDS > 0)); then
@@ -171,15 +185,15 @@ http_run() {   # scenario depth server
         local why="wrk exit $rc"
         [[ -n $non2xx ]] && why="$non2xx non-2xx responses"
         ((crashed)) && why="server died; $why"
-        record http "$scenario" "$server" fail "note=$why"
-        say "http r$ROUND $scenario $server: FAILED ($why)"
+        record "$category" "$scenario" "$server" fail "note=$why"
+        say "$category r$ROUND $scenario $server: FAILED ($why)"
         return
     fi
     local extra=()
     [[ -n $sockerr && $sockerr != 0 ]] && extra=("note=$sockerr socket errors")
-    record http "$scenario" "$server" ok "rate=$rate" "work=$work" "cpu_s=$cpu" "wall_s=$wall" \
+    record "$category" "$scenario" "$server" ok "rate=$rate" "work=$work" "cpu_s=$cpu" "wall_s=$wall" \
         "p50_us=$p50" "p99_us=$p99" "${extra[@]}"
-    say "http r$ROUND $scenario $server: $rate req/s, server CPU ${cpu}s of ${wall}s"
+    say "$category r$ROUND $scenario $server: $rate req/s, server CPU ${cpu}s of ${wall}s"
 }
 
 run_http() {
@@ -189,6 +203,49 @@ run_http() {
         mapfile -t order < <(rotate $((ROUND - 1)) "${HTTP_SERVERS[@]}")
         for server in "${order[@]}"; do http_run "$scenario" "$depth" "$server"; done
     done
+}
+
+# ---- HTTPS and TLS handshakes -----------------------------------------------------------------
+# New connections per second, each a full TLS handshake (no resumption): `openssl s_time -new`
+# on the load core for HTTPS_SECONDS; the server's CPU time over the run.
+handshake_run() {   # server
+    local server=$1 note
+    note=$(skip_note "$server")
+    if [[ -n $note ]] || ! start_server "$server"; then
+        record https handshakes "$server" skip "note=${note:-${DEAD[$server]}}"
+        return
+    fi
+    local out=$RAW/https-handshakes-${server//\//_}-r$ROUND.txt c0 c1 t0 t1 rc
+    c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
+    timeout $((HTTP_SECONDS + 60)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$SERVER_PORT" -new \
+        -time "$HTTP_SECONDS" -CAfile "$TLS_DIR/ca.pem" >"$out" 2>&1
+    rc=$?
+    c1=$(cpu_ticks "$SERVER_PID") t1=$(date +%s%N)
+    stop_server
+    local cpu wall n secs rate
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / t }')
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    # "648 connections in 3 real seconds, 0 bytes read per connection" (the other line counts
+    # s_time's own CPU seconds)
+    read -r n secs < <(awk '/connections in [0-9.]+ real seconds/ { print $1, $4; exit }' "$out")
+    if ((rc != 0)) || [[ -z ${n:-} ]]; then
+        record https handshakes "$server" fail "note=s_time exit $rc: $(tail -n 1 "$out" | cut -c1-100)"
+        return
+    fi
+    rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+    record https handshakes "$server" ok "rate=$rate" "work=$n" "cpu_s=$cpu" "wall_s=$wall"
+    say "https r$ROUND handshakes $server: $rate handshakes/s, server CPU ${cpu}s of ${wall}s"
+}
+
+run_https() {
+    local server scenario depth order
+    for scenario in "c$HTTP_CONNS 1" "c$HTTP_CONNS-P$PIPELINE $PIPELINE"; do
+        read -r scenario depth <<<"$scenario"
+        mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
+        for server in "${order[@]}"; do http_run "$scenario" "$depth" "$server" https; done
+    done
+    mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
+    for server in "${order[@]}"; do handshake_run "$server"; done
 }
 
 # ---- Redis -----------------------------------------------------------------------------------

@@ -72,6 +72,10 @@ declare -A UNBUILT   # binary -> why its (possibly stale) build is not used
 server_bin() {
     case $1 in
         gnet-echo-framed/* | gnet-echo-metrics/* | gnet-echo-udp/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-echo" ;;
+        gnet-https/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-http" ;;
+        nio-https) echo "$HERE/.build/release/nio-http" ;;
+        gnet-echo-tls/*) echo "${GNET_BIN:-$ROOT/.build/release}/gnet-echo" ;;
+        nio-tls-echo) echo "$HERE/.build/release/nio-echo" ;;
         gnet-*) echo "${GNET_BIN:-$ROOT/.build/release}/${1%%/*}" ;;
         nio-*) echo "$HERE/.build/release/$1" ;;
         c-*) echo "$CBIN/$1" ;;
@@ -81,7 +85,10 @@ server_bin() {
 
 # The loadgen flags a server needs: length-prefixed frames for the framed echo.
 loadgen_flags() {   # name
-    case $1 in gnet-echo-framed/*) echo --framed ;; esac
+    case $1 in
+        gnet-echo-framed/*) echo --framed ;;
+        gnet-echo-tls/* | nio-tls-echo) echo --tls ;;
+    esac
 }
 
 server_command() {   # name port -> CMD
@@ -91,6 +98,14 @@ server_command() {   # name port -> CMD
         gnet-echo-framed/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}" --framed) ;;
         gnet-echo-metrics/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}" --metrics) ;;
         gnet-echo-udp/*) CMD=("$bin" --addr "udp://127.0.0.1:$2" --loops 1 --poller "${1#*/}") ;;
+        gnet-echo-tls/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}"
+            --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
+        nio-tls-echo) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1
+            --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
+        gnet-https/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}"
+            --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
+        nio-https) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1
+            --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
         gnet-*/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}") ;;
         redis-server) CMD=("$bin" --port "$2" --bind 127.0.0.1 --save "" --appendonly no
             --protected-mode no --daemonize no --loglevel warning) ;;

@@ -1,5 +1,6 @@
 import ArgumentParser
 import GNet
+import GNetTLS
 import Logging
 
 /// The command line every example server takes:
@@ -34,6 +35,12 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "Close a connection that neither sends nor receives for this many seconds (fractions allowed). Default: never.")
     public var idleTimeout: Double?
 
+    @Option(help: "Serve TLS with this PEM certificate chain (with --tls-key). Make a throwaway one with scripts/tls-certs.sh.")
+    public var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    public var tlsKey: String?
+
     @Option(help: ArgumentHelp(
         "Log messages at this level and above to stderr. Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
         valueName: "level"))
@@ -45,6 +52,9 @@ public struct ServerOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         if let t = idleTimeout, !(t > 0 && t <= 1e9) {
             throw ValidationError("--idle-timeout must be a positive number of seconds (up to 1e9), got \(t)")
         }
@@ -67,6 +77,9 @@ public struct ServerOptions: ParsableArguments {
             options.loadBalancing = loadBalancing.value
             options.edgeTriggered = edgeTriggered
             if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
+            if let tlsCert, let tlsKey {
+                options.tls = try TLSContext(.server(certificateChain: tlsCert, privateKey: tlsKey))
+            }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let address = ExampleServer.address(host: host, port: port ?? defaultPort)

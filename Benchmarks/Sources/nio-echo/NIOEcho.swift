@@ -2,6 +2,7 @@ import ArgumentParser
 import NIOBenchSupport
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Echoes every byte back. Writes as reads arrive and flushes once per read burst, so the bytes
 /// of one wake-up leave in one `writev`. When the outbound buffer passes its high watermark the
@@ -37,12 +38,25 @@ struct NIOEcho: ParsableCommand {
 
     @OptionGroup var options: ServerOptions
 
+    @Option(help: "Serve TLS (swift-nio-ssl) with this PEM certificate chain (with --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     func run() throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.options.loops)
         defer { try? group.syncShutdownGracefully() }
+        // One NIOSSLContext shared by every connection, as a NIO user sets up TLS.
+        let tls = try tlsCert.map { cert in
+            try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(NIOSSLPrivateKey(file: tlsKey ?? "", format: .pem))))
+        }
         let bootstrap = ServerBootstrap.benchmarkServer(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(EchoHandler())
                 }
             }

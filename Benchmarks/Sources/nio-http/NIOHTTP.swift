@@ -3,6 +3,7 @@ import NIOBenchSupport
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// Plaintext HTTP/1.1 the way NIOHTTP1 is meant to be used: the standard server pipeline
 /// (`HTTPResponseEncoder`, the `HTTPRequestDecoder`, `HTTPServerPipelineHandler` for pipelined
@@ -54,15 +55,28 @@ struct NIOHTTP: ParsableCommand {
 
     @OptionGroup var options: ServerOptions
 
+    @Option(help: "Serve HTTPS (swift-nio-ssl) with this PEM certificate chain (with --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     func run() throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.options.loops)
         defer { try? group.syncShutdownGracefully() }
         let dates = try PerLoopCaches(group: group) { $0 }
         let body = ByteBuffer(string: "Hello, World!")
+        // One NIOSSLContext shared by every connection, as a NIO user sets up TLS.
+        let tls = try tlsCert.map { cert in
+            try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(NIOSSLPrivateKey(file: tlsKey ?? "", format: .pem))))
+        }
         let bootstrap = ServerBootstrap.benchmarkServer(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                     try sync.addHandler(PlaintextHandler(date: dates.cache(for: channel.eventLoop), body: body))
                 }
