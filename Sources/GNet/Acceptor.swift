@@ -11,6 +11,8 @@ final class Listener {
     var paused = false
     /// Accept trouble, logged at most once per `RateLimitedLog.interval`.
     var trouble = RateLimitedLog()
+    /// The poller refusing to pause or resume this listener, logged likewise.
+    var pollerTrouble = RateLimitedLog()
 
     init(fd: Int32, address: ListenAddress, bound: SocketAddress) {
         self.fd = fd
@@ -91,7 +93,10 @@ extension EventLoop {
             try poller.modify(l.fd, from: .read, to: [], token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
             l.paused = true
         } catch {
-            logger.error("cannot pause a failing listener", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+            if let n = l.pollerTrouble.occurrence() {
+                logger.error("cannot pause a failing listener", metadata: [
+                    "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+            }
         }
         schedule(after: delay, .resumeAccept(l.fd))
     }
@@ -102,7 +107,10 @@ extension EventLoop {
             try poller.modify(l.fd, from: [], to: .read, token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
             l.paused = false
         } catch {
-            logger.error("cannot resume a listener; retrying", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+            if let n = l.pollerTrouble.occurrence() {
+                logger.error("cannot resume a listener; retrying every second", metadata: [
+                    "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+            }
             schedule(after: Self.brokenListenerBackoff, .resumeAccept(l.fd))
         }
     }
