@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
     name: "swift-gnet",
-    platforms: [.macOS(.v15)],
+    // Linux only: GNet uses Glibc and a Linux shim (epoll, eventfd, accept4); see README
+    // "Platforms". No Apple platform is claimed because none is built or tested.
     products: [
         .library(name: "GNet", targets: ["GNet"]),
         .library(name: "Poller", targets: ["Poller"]),
@@ -21,6 +22,13 @@ let package = Package(
         .executable(name: "gnet-kv", targets: ["gnet-kv"]),
         .executable(name: "gnet-dial", targets: ["gnet-dial"]),
         .executable(name: "gnet-echo-async", targets: ["gnet-echo-async"]),
+    ],
+    // `Libevent` (default): the libevent backend. `swift build --disable-default-traits` leaves
+    // it, and the need for libevent-dev, out; a package depending on this one opts out with
+    // `.package(url: ..., from: ..., traits: [])`.
+    traits: [
+        .trait(name: "Libevent", description: "The libevent poller backend (needs libevent-dev)."),
+        .default(enabledTraits: ["Libevent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -51,7 +59,9 @@ let package = Package(
         .target(
             name: "GNet",
             dependencies: [
-                "Poller", "GNetLocks", "PollerEpoll", "PollerLibevent", "PollerDispatch", "CGNetLinux",
+                "Poller", "GNetLocks", "PollerEpoll", "PollerDispatch", "CGNetLinux",
+                // The libevent backend (and libevent-dev) only with the Libevent trait, on by default.
+                .target(name: "PollerLibevent", condition: .when(traits: ["Libevent"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),

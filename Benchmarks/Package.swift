@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-gnet-benchmarks",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "nio-echo", targets: ["nio-echo"]),
         .executable(name: "nio-async-echo", targets: ["nio-async-echo"]),

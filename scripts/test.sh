@@ -10,3 +10,5 @@ scripts/bootstrap.sh
 swift build --build-tests  # builds every product too: the example servers the last step runs
 swift test --skip-build --no-parallel "$@"
 python3 scripts/hostile-peers.py "$(swift build --show-bin-path)"
+# The Libevent trait off: gnet-echo builds without libevent, and refuses libevent names.
+scripts/check-no-libevent.sh

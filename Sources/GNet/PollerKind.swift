@@ -1,7 +1,9 @@
 import Poller
 import PollerDispatch
 import PollerEpoll
+#if Libevent
 import PollerLibevent
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -42,8 +44,10 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
         #if os(Linux)
         kinds.append(.epoll)
         #endif
+        #if Libevent
         kinds.append(.libevent(method: nil))
         kinds += LibeventPoller.availableMethods.map { .libevent(method: $0) }
+        #endif
         kinds.append(.dispatch)
         return kinds
     }
@@ -52,8 +56,10 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     public static var platformDefault: PollerKind {
         #if os(Linux)
         return .epoll
-        #else
+        #elseif Libevent
         return .libevent(method: nil)
+        #else
+        return .dispatch
         #endif
     }
 
@@ -93,16 +99,32 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
     public func makePoller() throws -> any Poller {
         switch self {
         case .epoll: return try EpollPoller()
-        case .libevent(let method): return try LibeventPoller(method: method)
+        case .libevent(let method):
+            #if Libevent
+            return try LibeventPoller(method: method)
+            #else
+            throw Self.libeventLeftOut(method)
+            #endif
         case .dispatch: return try DispatchPoller()
         }
+    }
+
+    /// The error for the libevent backend in a build without the `Libevent` trait.
+    static func libeventLeftOut(_ method: String?) -> GNetError {
+        .pollerUnavailable(name: PollerKind.libevent(method: method).name,
+                           reason: "this build leaves libevent out (the package's Libevent trait is off); use epoll or dispatch")
     }
 
     /// A loop running this backend, with the concrete poller type kept for the hot path.
     func makeLoop(index: Int, engine: Engine) throws -> LoopRunner {
         switch self {
         case .epoll: return try LoopRunner(index: index, engine: engine, poller: EpollPoller())
-        case .libevent(let method): return try LoopRunner(index: index, engine: engine, poller: LibeventPoller(method: method))
+        case .libevent(let method):
+            #if Libevent
+            return try LoopRunner(index: index, engine: engine, poller: LibeventPoller(method: method))
+            #else
+            throw Self.libeventLeftOut(method)
+            #endif
         case .dispatch: return try LoopRunner(index: index, engine: engine, poller: DispatchPoller())
         }
     }

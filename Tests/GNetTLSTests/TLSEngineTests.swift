@@ -36,6 +36,17 @@ final class TLSEcho: EventHandler {
     }
 }
 
+/// A client handler keeping every plaintext byte it receives.
+final class Collect: EventHandler {
+    let received: Locked<[UInt8]>
+    init(_ r: Locked<[UInt8]>) { received = r }
+    func onTraffic(_ c: Connection) -> Action {
+        c.withUnsafeInboundBytes { b in received.withLock { $0 += b } }
+        c.discard(c.inboundBuffered)
+        return .none
+    }
+}
+
 @Suite(.serialized)
 struct TLSEngineTests {
     static let python = """
@@ -121,15 +132,6 @@ struct TLSEngineTests {
         _ = shell("(openssl s_server -accept \(sPort) -cert \(Certs.path("server.pem")) -key \(Certs.path("server.key")) -rev -quiet > \(logFile) 2>&1 &) ; sleep 0.5")
         defer { _ = shell("pkill -f 's_server -accept \(sPort)'") }
         let received = Locked<[UInt8]>([])
-        final class Collect: EventHandler {
-            let received: Locked<[UInt8]>
-            init(_ r: Locked<[UInt8]>) { received = r }
-            func onTraffic(_ c: Connection) -> Action {
-                c.withUnsafeInboundBytes { b in received.withLock { $0 += b } }
-                c.discard(c.inboundBuffered)
-                return .none
-            }
-        }
         var o = Options()
         o.logger.logLevel = .critical
         let client = try Client(handler: Collect(received), options: o)
@@ -152,15 +154,6 @@ struct TLSEngineTests {
         try server.start()
         defer { server.stop(); server.wait() }
         let received = Locked<[UInt8]>([])
-        final class Collect: EventHandler {
-            let received: Locked<[UInt8]>
-            init(_ r: Locked<[UInt8]>) { received = r }
-            func onTraffic(_ c: Connection) -> Action {
-                c.withUnsafeInboundBytes { b in received.withLock { $0 += b } }
-                c.discard(c.inboundBuffered)
-                return .none
-            }
-        }
         var clientOptions = Options()
         clientOptions.poller = options.poller
         clientOptions.logger.logLevel = .critical

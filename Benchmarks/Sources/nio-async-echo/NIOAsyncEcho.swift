@@ -3,9 +3,6 @@ import NIOBenchSupport
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Echoes every byte back with SwiftNIO's async API: `NIOAsyncChannel`, a task per
 /// connection reading its inbound sequence and writing each buffer back — the peer of
@@ -28,7 +25,7 @@ struct NIOAsyncEcho: AsyncParsableCommand {
                 }
             }
         let port = server.channel.localAddress?.port ?? options.port
-        announceReady("listening on tcp://\(options.host):\(port) (poller=nio-async, loops=\(options.loops))\n")
+        announceLine("listening on tcp://\(options.host):\(port) (poller=nio-async, loops=\(options.loops))\n")
         try await withThrowingDiscardingTaskGroup { tasks in
             try await server.executeThenClose { connections in
                 for try await connection in connections {
@@ -39,19 +36,6 @@ struct NIOAsyncEcho: AsyncParsableCommand {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Writes straight to fd 1 (see `serve`).
-func announceReady(_ line: String) {
-    var line = line
-    line.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(1, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { return }
-            offset += n
         }
     }
 }
