@@ -147,6 +147,37 @@ struct EngineServiceTests {
         #expect(service.description.contains("127.0.0.1:0"))
     }
 
+    @Test func aServiceGroupCancelsAGracefulShutdownThatOutlastsItsMaximum() async throws {
+        // The example servers' backstop: the group's maximumGracefulShutdownDuration passes
+        // before the engine's shutdownTimeout, so the group cancels and the engine resets what
+        // its handler kept open.
+        let handler = ScriptedHandler(onQuiesce: { _, _ in .none })
+        var options = quietOptions()
+        options.shutdownTimeout = .seconds(30)
+        let service = try EngineService(handler: handler, addresses: ["tcp://127.0.0.1:0"], options: options)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var configuration = ServiceGroupConfiguration(services: [service], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .milliseconds(200)
+        let group = ServiceGroup(configuration: configuration)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let address = try await started(service)
+            let client = try TestClient(address)
+            try await eventually("the connection") { handler.opened == 1 }
+            let start = ContinuousClock.now
+            await group.triggerGracefulShutdown()
+            let end = try await onThread("the client's end") { try client.readToEnd() }
+            let took = ContinuousClock.now - start
+            #expect(end.end == .reset)
+            #expect(took >= .milliseconds(150) && took < .seconds(2), "ended after \(took)")
+            _ = try? await tasks.next()  // the group may report the cancellation as an error
+        }
+        #expect(handler.quiesced == [0])
+        #expect(handler.closeErrors[0] == "\(GNetError.stoppedImmediately)")
+        #expect(handler.trace.events.last == .shutdown)
+    }
+
     @Test func aShutdownBeforeRunStillStartsAndStopsTheEngine() async throws {
         let handler = lineHandler()
         let service = try EngineService(handler: handler, addresses: ["tcp://127.0.0.1:0"], options: quietOptions())
