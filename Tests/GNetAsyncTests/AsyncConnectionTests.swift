@@ -120,11 +120,18 @@ struct AsyncConnectionTests {
             }
         }) { address in
             let client = try TestClient(address, timeout: .seconds(60))
-            try await Task.sleep(for: .milliseconds(300))
-            let stalledAt = written.withLock { $0 }
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(written.withLock { $0 } == stalledAt, "the writer kept going while the peer read nothing")
-            #expect(stalledAt < 32 << 20, "\(stalledAt) bytes were taken for a peer that reads nothing")
+            // The writer must come to a stop (the kernel's buffers and the watermark full) and
+            // stay there while the peer reads nothing.
+            var last = -1
+            var still = ContinuousClock.now
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now - still < .milliseconds(500) {
+                let now = written.withLock { $0 }
+                if now != last { last = now; still = .now }
+                if ContinuousClock.now > deadline { Issue.record("the writer never stopped: \(now) bytes taken"); break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(last < 32 << 20, "\(last) bytes were taken for a peer that reads nothing")
             let got = try await onThread(timeout: .seconds(60), "reading") { try client.receiveUntilEOF(limit: total + 1) }
             #expect(got.count == total)
         }
