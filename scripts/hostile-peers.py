@@ -16,7 +16,10 @@ port from the ready line), and checks:
       and reads at 2 MiB/s throughout; it must get every byte back, in order, then a clean EOF.
   (c) half-closed non-reader: a client sends up to 8 MiB to echo, half-closes and never reads;
       over ~2 s the server may use under 10% of one core. Then the client resets.
-  (d) graceful stop: gnet-echo with 100 clients connected, each having sent a message and read
+  (d) mixed listeners: gnet-echo --addr tcp://… --addr udp://… --addr unix://… echoes on all
+      three at once; then a UDP flood (20,000 datagrams of 1,400 bytes whose echoes are never
+      read) may grow its RSS by at most 16 MiB, and all three still echo after it.
+  (e) graceful stop: gnet-echo with 100 clients connected, each having sent a message and read
       its echo, gets SIGTERM; every client sees EOF with nothing after its last reply, and the
       process exits 0 within 6 s (shutdownTimeout and the ServiceGroup's margin). gnet-http
       gets SIGTERM with a request half sent: it is answered with Connection: close, then EOF,
@@ -98,7 +101,7 @@ def mib(n):
 class Server:
     """One example server started by this script, on a free port."""
 
-    def __init__(self, bin_dir, name, poller=None, extra=()):
+    def __init__(self, bin_dir, name, poller=None, extra=(), addrs=None):
         self.name = name
         # With --tls-cert, clients speak TLS, trusting the CA that signed it (tls-certs.sh's).
         extra = list(extra)
@@ -107,7 +110,7 @@ class Server:
         path = os.path.join(bin_dir, name)
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{path} is missing or not executable; run `swift build` first")
-        args = [path, "--host", "127.0.0.1", "--port", "0"]
+        args = [path] + ([a for u in addrs for a in ("--addr", u)] if addrs else ["--host", "127.0.0.1", "--port", "0"])
         if poller:
             args += ["--poller", poller]
         args += list(extra)
@@ -501,7 +504,7 @@ def half_closed_idle(server):
           f"{share * 100:.1f}% of one core over {wall:.1f} s (limit {CPU_LIMIT * 100:.0f}%)")
 
 
-# ---------------------------------------------------------------------------- (d) graceful stop
+# ---------------------------------------------------------------------------- (e) graceful stop
 
 
 def read_to_end(s, limit_s):
@@ -528,10 +531,10 @@ def read_to_end(s, limit_s):
 
 
 def sigterm_echo(bin_dir, count=SIGTERM_CLIENTS):
-    """(d): gnet-echo with `count` clients connected, each having sent a message and read its
+    """(e): gnet-echo with `count` clients connected, each having sent a message and read its
     echo (its last reply), gets SIGTERM: every client must then see a clean EOF with nothing
     more, and the process must exit 0 within the graceful deadline."""
-    label = f"(d) SIGTERM with {count} clients connected, gnet-echo"
+    label = f"(e) SIGTERM with {count} clients connected, gnet-echo"
     server = Server(bin_dir, "gnet-echo")
     clients = []
     try:
@@ -568,10 +571,10 @@ def sigterm_echo(bin_dir, count=SIGTERM_CLIENTS):
 
 
 def sigterm_http_in_flight(bin_dir):
-    """(d): gnet-http gets SIGTERM while one request is half sent and another connection is
+    """(e): gnet-http gets SIGTERM while one request is half sent and another connection is
     idle: the idle one sees EOF at once, the request in flight is answered with
     `Connection: close`, then EOF, and the process exits 0."""
-    label = "(d) SIGTERM with a request in flight, gnet-http"
+    label = "(e) SIGTERM with a request in flight, gnet-http"
     server = Server(bin_dir, "gnet-http")
     try:
         idle, busy = connect(server.port), connect(server.port)
@@ -603,6 +606,94 @@ def sigterm_http_in_flight(bin_dir):
 
 
 # ---------------------------------------------------------------------------- main
+
+
+def echo_everywhere(server, udp_port, unix_path, tag):
+    """One round trip on each of the three listeners; returns what failed (empty: none)."""
+    failures = []
+    try:
+        with connect(server.port) as s:
+            msg = f"tcp {tag}".encode()
+            s.sendall(msg)
+            if exchange_exact(s, len(msg)) != msg:
+                failures.append("tcp echo differs")
+    except OSError as e:
+        failures.append(f"tcp: {e}")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(2.0)
+            msg = f"udp {tag}".encode()
+            u.sendto(msg, ("127.0.0.1", udp_port))
+            data, src = u.recvfrom(65536)
+            if data != msg or src != ("127.0.0.1", udp_port):
+                failures.append(f"udp echo {data!r} from {src}")
+    except OSError as e:
+        failures.append(f"udp: {e}")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as x:
+            x.settimeout(5.0)
+            x.connect(unix_path)
+            msg = f"unix {tag}".encode()
+            x.sendall(msg)
+            if exchange_exact(x, len(msg)) != msg:
+                failures.append("unix echo differs")
+    except OSError as e:
+        failures.append(f"unix: {e}")
+    return failures
+
+
+def exchange_exact(s, n):
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def mixed_listeners(bin_dir):
+    """(d): tcp, udp and unix on one gnet-echo; a UDP flood bounded in memory."""
+    unix_path = os.path.join(tempfile.gettempdir(), f"gnet-hostile-{os.getpid()}.sock")
+    addrs = ["tcp://127.0.0.1:0", "udp://127.0.0.1:0", f"unix://{unix_path}"]
+    try:
+        server = Server(bin_dir, "gnet-echo", None, addrs=addrs)
+    except (RuntimeError, OSError) as e:
+        check("(d) start gnet-echo with tcp, udp and unix", False, str(e))
+        return
+    log(f"----  {server.label}: pid {server.pid}, {server.ready_line}")
+    try:
+        try:
+            udp_port = int(server.ready_line.split("udp://", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            check("(d) mixed listeners", False, f"no udp address in the ready line {server.ready_line!r}")
+            return
+        failures = echo_everywhere(server, udp_port, unix_path, "before")
+        check("(d) mixed listeners: tcp, udp and unix echo at once", not failures, "; ".join(failures) or "all three echoed")
+        baseline = server.rss()
+        peak = baseline
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its echoes overflow and drop
+            payload = random.randbytes(1400)
+            for i in range(20_000):
+                try:
+                    flood.sendto(payload, ("127.0.0.1", udp_port))
+                except OSError:
+                    pass  # a full send buffer: UDP drops, the flood goes on
+                if i % 1000 == 0:
+                    peak = max(peak, server.rss())
+        time.sleep(0.2)
+        peak = max(peak, server.rss())
+        check("(d) udp flood: RSS growth", peak - baseline <= RSS_GROWTH_LIMIT,
+              f"{mib(peak - baseline)} over the baseline {mib(baseline)} (limit {mib(RSS_GROWTH_LIMIT)})")
+        failures = echo_everywhere(server, udp_port, unix_path, "after")
+        check("(d) udp flood: tcp, udp and unix still echo", not failures, "; ".join(failures) or "all three echoed")
+    finally:
+        code = server.stop()
+        if code != 0:
+            check(f"{server.label} stops on SIGTERM", False, f"exit status {code}{server.stderr_tail()}")
+        if os.path.exists(unix_path):
+            check("(d) the unix socket file is removed on stop", False, unix_path)
 
 
 def dial_client(bin_dir):
@@ -662,6 +753,7 @@ def main():
         ("(b) slow reader", slow_reader),
         ("(c) half-closed non-reader", half_closed_idle),
     ])
+    mixed_listeners(bin_dir)
     for poller in ("libevent", "dispatch"):
         run(bin_dir, "gnet-echo", poller, [("(a) non-reader", lambda s: non_reader(s, "echo"))])
     # Edge-triggered, on two loops balanced by connection count: the same guarantees.
@@ -690,7 +782,7 @@ def main():
         try:
             scenario(bin_dir)
         except (OSError, RuntimeError) as e:
-            check(f"(d) SIGTERM, {name}", False, f"{type(e).__name__}: {e}")
+            check(f"(e) SIGTERM, {name}", False, f"{type(e).__name__}: {e}")
     passed = sum(1 for _, ok, _ in results if ok)
     failed = len(results) - passed
     log(f"(took {time.monotonic() - started:.0f} s)")

@@ -11,7 +11,8 @@ func startMetrics(_ engine: Engine, _ on: Bool) {
     EngineMetrics(engine: engine, interval: .seconds(1)).start() // kept alive by its timers
 }
 
-/// Echoes every byte back: the smallest useful server, and the one the benchmarks load.
+/// Echoes every byte back: the smallest useful server, and the one the benchmarks load. On a
+/// `udp` address each datagram is echoed whole, as one datagram, to its sender.
 struct EchoHandler: EventHandler {
     var metrics = false
 
@@ -66,10 +67,13 @@ struct FramedEchoHandler: EventHandler {
 struct EchoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gnet-echo",
-        abstract: "A TCP echo server on swift-gnet.",
+        abstract: "A TCP, UDP and Unix-socket echo server on swift-gnet.",
         discussion: """
-            Prints 'listening on tcp://HOST:PORT (poller=NAME, loops=N)' when ready and stops \
-            gracefully on SIGINT or SIGTERM. Default port 9000. With --idle-timeout, a \
+            Prints 'listening on tcp://HOST:PORT (poller=NAME, loops=N)' when ready (every \
+            address, space-separated, with several --addr) and stops gracefully on SIGINT or \
+            SIGTERM. Default: tcp://127.0.0.1:9000. Serve tcp, udp and unix at once with \
+            --addr tcp://127.0.0.1:9000 --addr udp://127.0.0.1:9001 --addr unix:///tmp/e.sock. \
+            With --idle-timeout, a \
             connection that neither sends nor receives for that long is closed. \
             The GNET_POLLER environment variable overrides --poller.
             """
@@ -82,6 +86,12 @@ struct EchoCommand: ParsableCommand {
 
     @Flag(help: "Keep loop statistics with busy time (Options.measureLoopTime) and publish them every second through swift-metrics (GNetMetrics).")
     var metrics = false
+
+    func validate() throws {
+        if framed && server.addresses.contains(where: { $0.lowercased().hasPrefix("udp") || $0.lowercased().hasPrefix("unixgram") }) {
+            throw ValidationError("--framed echoes frames of a stream; serve udp and unixgram addresses without it")
+        }
+    }
 
     func run() throws {
         let measure = metrics

@@ -43,7 +43,8 @@ public enum ExampleServer {
 
     /// Runs `engine` as the one service of a `ServiceGroup` with SIGTERM and SIGINT as graceful
     /// shutdown signals, printing `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it
-    /// accepts connections, and returns once it has stopped. A graceful shutdown quiesces the
+    /// accepts connections (every address, space-separated, when it serves several:
+    /// `tcp://… udp://… unix://…`), and returns once it has stopped. A graceful shutdown quiesces the
     /// handler (`onQuiesce`) and closes every connection within `shutdownTimeout`; if the engine
     /// has not stopped a second after that, the group cancels it, which aborts what is left.
     /// Blocks the calling thread (the group runs on the concurrency pool); rethrows what
@@ -51,7 +52,7 @@ public enum ExampleServer {
     public static func serve(_ engine: Engine, shutdownTimeout: Duration, logger: Logger) throws {
         blockStopSignals()
         let service = EngineService(engine) { engine in
-            let address = engine.addresses.first.map(\.description) ?? "?"
+            let address = engine.boundAddresses.map(\.description).joined(separator: " ")
             printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
         }
         var configuration = ServiceGroupConfiguration(

@@ -4,14 +4,21 @@ import GNetTLS
 import Logging
 
 /// The command line every example server takes:
-/// `[--host 127.0.0.1] [--port N] [--loops N] [--reuse-port] [--lb NAME] [--poller NAME] [--edge-triggered]
-/// [--idle-timeout SECONDS] [--log-level LEVEL] [--verbose]`.
+/// `[--host 127.0.0.1] [--port N] [--addr URL ...] [--loops N] [--reuse-port] [--lb NAME] [--poller NAME]
+/// [--edge-triggered] [--idle-timeout SECONDS] [--log-level LEVEL] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
 
     @Option(help: "The port to listen on (0 picks a free one). Default: the server's own port.")
     public var port: Int?
+
+    @Option(name: .customLong("addr"), help: ArgumentHelp("""
+        An address to serve, as a URL: tcp://HOST:PORT, tcp6://[HOST]:PORT, udp://HOST:PORT, \
+        unix:///PATH, unixgram:///PATH. Repeat it to serve several at once (say tcp, udp and unix). Replaces \
+        --host and --port.
+        """, valueName: "url"))
+    public var addresses: [String] = []
 
     @Option(help: "Event loops (threads).")
     public var loops = 1
@@ -52,6 +59,9 @@ public struct ServerOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
+        if !addresses.isEmpty && port != nil {
+            throw ValidationError("--port applies only without --addr; put the port in each --addr URL")
+        }
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
@@ -82,9 +92,9 @@ public struct ServerOptions: ParsableArguments {
             }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
-            let address = ExampleServer.address(host: host, port: port ?? defaultPort)
+            let addresses = self.addresses.isEmpty ? [ExampleServer.address(host: host, port: port ?? defaultPort)] : self.addresses
             try ExampleServer.serve(
-                Engine(handler: handler, addresses: [address], options: options),
+                Engine(handler: handler, addresses: addresses, options: options),
                 shutdownTimeout: options.shutdownTimeout, logger: options.logger)
         } catch {
             ExampleServer.printError("\(name): \(error)")

@@ -7,12 +7,22 @@ final class Listener {
     let fd: Int32
     let address: ListenAddress
     let bound: SocketAddress
-    /// Paused after an accept failure that would repeat at once; resumed by a timer.
+    /// Paused after an accept failure that would repeat at once; resumed by a timer. A
+    /// datagram socket is paused by `Connection.pauseReading()`.
     var paused = false
-    /// Accept trouble, logged at most once per `RateLimitedLog.interval`.
+    /// Accept trouble (or a datagram socket's errors), logged at most once per
+    /// `RateLimitedLog.interval`.
     var trouble = RateLimitedLog()
     /// The poller refusing to pause or resume this listener, logged likewise.
     var pollerTrouble = RateLimitedLog()
+    /// For a datagram socket, the one connection through which its datagrams are handled
+    /// (made when the loop registers its listeners); nil for a stream listener.
+    var datagram: Connection? = nil
+    /// Datagrams dropped as larger than `Options.readBufferCapacity`, logged rate-limited.
+    var truncations = RateLimitedLog()
+
+    /// The bound address as a URL of the listener's network, for logs.
+    var boundAddress: ListenAddress { ListenAddress(network: address.network, address: bound, original: address.original) }
 
     init(fd: Int32, address: ListenAddress, bound: SocketAddress) {
         self.fd = fd
@@ -62,9 +72,9 @@ extension EventLoop {
                 // least-connections balancer sees the rest of a burst land elsewhere.
                 peers[target].connectionCount.add(1, ordering: .relaxed)
                 if target == index {
-                    adopt(fd, remote: remote, listener: l.bound)
+                    adopt(fd, remote: remote, listener: l.bound, network: l.address.network)
                 } else {
-                    peers[target].enqueue(.adopt(fd: fd, remote: remote, listener: l.bound))
+                    peers[target].enqueue(.adopt(fd: fd, remote: remote, listener: l.bound, network: l.address.network))
                 }
             case .wouldBlock:
                 return
@@ -125,8 +135,8 @@ extension EventLoop {
 
     /// Takes ownership of an accepted socket: options, registration, `onOpen`. The acceptor
     /// has already counted it in `inbox.connectionCount`.
-    final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?) {
-        _ = open(fd, generation: newGeneration(), remote: remote, listener: listener, registered: [], context: nil,
+    final func adopt(_ fd: Int32, remote: SocketAddress?, listener: SocketAddress?, network: Network) {
+        _ = open(fd, generation: newGeneration(), remote: remote, listener: listener, network: network, registered: [], context: nil,
                  layer: options.acceptedLayer, serverName: nil)
     }
 
@@ -142,7 +152,7 @@ extension EventLoop {
     /// connection (which `onOpen` may have closed already), or nil when the socket was closed
     /// instead (the loop is stopping, or the poller refused it). The socket was counted in
     /// `inbox.connectionCount` by whoever handed it here; a nil return uncounts it.
-    final func open(_ fd: Int32, generation: UInt32, remote: SocketAddress?, listener: SocketAddress?,
+    final func open(_ fd: Int32, generation: UInt32, remote: SocketAddress?, listener: SocketAddress?, network: Network,
                     registered: IOEvents, context: (any Sendable)?,
                     layer factory: (any ConnectionLayerFactory)?, serverName: String?) -> Connection? {
         let token = PollToken(fd: fd, generation: generation)
@@ -152,7 +162,7 @@ extension EventLoop {
             _ = closeDescriptor(fd)
             return nil
         }
-        let c = Connection(fd: fd, generation: generation, loop: self, remote: remote, listener: listener)
+        let c = Connection(fd: fd, generation: generation, loop: self, remote: remote, listener: listener, network: network)
         c.context = context
         applySocketOptions(c, tcp: remote?.family != .unix)
         do {

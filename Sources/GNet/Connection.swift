@@ -18,6 +18,26 @@ import Poller
 /// `write` and `writev` never block. Inside a callback for this connection, bytes are gathered
 /// and sent with one system call when the callback returns; elsewhere they are sent at once.
 /// What the socket does not take is queued and sent as it drains (`outboundBuffered`).
+///
+/// ## Datagrams
+/// A datagram socket (`udp://`, `unixgram://`) has one `Connection` (`isDatagram` true), and `onTraffic` is
+/// called once per datagram received, gnet's way: no `onOpen` or `onClose`; the input is
+/// exactly that datagram (never split, never merged with another), `remoteAddress` its sender,
+/// `listenerAddress` the socket it arrived on. What the handler leaves unconsumed is dropped
+/// when `onTraffic` returns (datagrams are not a stream, so nothing is re-offered). Each
+/// `write`, `writev` or `write(reservingCapacity:)` sends exactly one datagram to the sender
+/// (never gathered with another write; a zero-byte write sends an empty datagram);
+/// `sendTo(_:address:)` sends one to any address. Inside `onTraffic` the datagrams are queued
+/// and sent together with one `sendmmsg` once the loop has handed over the whole receive
+/// batch (an echo of the input is not even copied); one the kernel refuses then is dropped and
+/// counted in `Engine.unsentDatagrams`. Elsewhere (a task on the loop, another connection's
+/// callback) a write is sent at once and throws the refusal (a full send buffer is
+/// `SystemError` with `EAGAIN`: UDP does not queue). Either way the socket serves on.
+/// `close()`, `abort(_:)` and returning `.close` do nothing
+/// (the socket is the engine's; `.shutdown` still stops the engine); idle timeouts do not
+/// apply (they throw `GNetError.misuse`); `pauseReading()` stops reading the socket.
+/// `context` belongs to the socket, shared by every sender. `handle` is a handle for the
+/// current sender (see `ConnectionHandle`).
 public final class Connection {
     // MARK: Loop thread only
 
@@ -77,10 +97,18 @@ public final class Connection {
     /// Completions of `ConnectionHandle.close` waiting for `onClose`. Usually empty.
     var closeWaiters: [@Sendable (Result<Void, any Error>) -> Void] = []
 
-    /// The peer's address.
-    public let remoteAddress: SocketAddress?
-    /// The address of the listener that accepted this connection.
+    /// The peer's address; for a datagram connection, the sender of the datagram being handled
+    /// (between batches, of the last one handled); nil for a datagram from an unbound Unix
+    /// socket, which cannot be answered.
+    public internal(set) var remoteAddress: SocketAddress?
+    /// The address of the listener that accepted this connection, or of the datagram socket.
     public let listenerAddress: SocketAddress?
+    /// The network of that listener (`tcp`, `tcp4`, `tcp6`, `unix`, `udp`, `udp4`, `udp6`,
+    /// `unixgram`), so a
+    /// handler serving several addresses knows which one a connection or datagram came from.
+    public let network: Network
+    /// Whether this is a datagram socket's connection (`udp`, `unixgram`), rather than a stream's.
+    public let isDatagram: Bool
     /// Anything the handler wants to keep with the connection (gnet's `Context`). Loop thread
     /// only, like the connection; see `sharedContext` for state other threads use too.
     public var context: Any? = nil
@@ -96,12 +124,14 @@ public final class Connection {
     }
     private var shared: SharedContext? = nil
 
-    init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?) {
+    init(fd: Int32, generation: UInt32, loop: EventLoop, remote: SocketAddress?, listener: SocketAddress?, network: Network) {
         self.fd = fd
         self.generation = generation
         self.owner = loop
         self.remoteAddress = remote
         self.listenerAddress = listener
+        self.network = network
+        self.isDatagram = network.isDatagram
     }
 
     /// The local address of the socket.
@@ -117,7 +147,7 @@ public final class Connection {
 
     /// A `Sendable` handle for other threads: async writes, wake, close.
     public var handle: ConnectionHandle {
-        ConnectionHandle(inbox: owner.inbox, fd: fd, generation: generation)
+        ConnectionHandle(inbox: owner.inbox, fd: fd, generation: generation, peer: isDatagram ? remoteAddress : nil)
     }
 
     /// Whether the connection is open: false once closing or closed, and as soon as `close()`
@@ -135,7 +165,7 @@ public final class Connection {
     public func pauseReading() {
         guard !readingPaused else { return }
         readingPaused = true
-        owner.settle(self)
+        if isDatagram { owner.setDatagramReading(self) } else { owner.settle(self) }
     }
 
     /// Resumes reading after `pauseReading()`. Input that was left buffered is offered to
@@ -143,6 +173,10 @@ public final class Connection {
     public func resumeReading() {
         guard readingPaused else { return }
         readingPaused = false
+        if isDatagram {
+            owner.setDatagramReading(self)
+            return
+        }
         trafficDeferred = trafficDeferred || inboundBuffered > 0
         owner.settle(self)
     }
@@ -246,6 +280,10 @@ public final class Connection {
     /// `GNetError.misuse` inside a `write(reservingCapacity:)` closure.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         try checkWritable()
+        if isDatagram {
+            try owner.sendDatagram(self, bytes, to: datagramPeer())
+            return
+        }
         // The loop outlives its connections; borrowing it costs no retain on this hot path.
         Unmanaged.passUnretained(owner)._withUnsafeGuaranteedRef { $0.write(self, bytes) }
     }
@@ -278,6 +316,12 @@ public final class Connection {
         reservingCapacity capacity: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Int
     ) throws -> Int {
         try checkWritable()
+        if isDatagram {
+            let peer = try datagramPeer()
+            renderingInPlace = true
+            defer { renderingInPlace = false }
+            return try owner.sendDatagramInPlace(self, max(capacity, 0), to: peer, body)
+        }
         guard capacity > 0 else { return 0 }
         renderingInPlace = true
         defer { renderingInPlace = false }
@@ -285,16 +329,61 @@ public final class Connection {
     }
 
     /// Sends several buffers in order, gathered into as few system calls as possible.
+    /// On a datagram connection, the buffers are gathered into one datagram.
     public func writev(_ buffers: [[UInt8]]) throws {
         try checkWritable()
+        if isDatagram {
+            try owner.sendDatagram(self, buffers, to: datagramPeer())
+            return
+        }
         owner.writev(self, buffers)
     }
+
+    // MARK: Datagrams
+
+    /// Sends `bytes` as one datagram to `address`, from this datagram connection's socket:
+    /// with the rest of the batch's answers when called in its `onTraffic`, else at once (see
+    /// the type's notes). Throws the send's error when sent at once (a full send buffer is
+    /// `SystemError` with `EAGAIN`: the datagram was not sent), `GNetError.connectionClosed`
+    /// once the engine has closed the socket, and `GNetError.misuse` on a stream connection.
+    public func sendTo(_ bytes: UnsafeRawBufferPointer, address: SocketAddress) throws {
+        try checkWritable()
+        guard isDatagram else { throw Self.sendToOnStream }
+        try owner.sendDatagram(self, bytes, to: address)
+    }
+
+    /// Sends the bytes of a span as one datagram to `address` (see `sendTo(_:address:)`).
+    public func sendTo(_ bytes: RawSpan, address: SocketAddress) throws {
+        try bytes.withUnsafeBytes { try sendTo($0, address: address) }
+    }
+
+    /// Sends the bytes of an array or any byte collection as one datagram to `address`.
+    public func sendTo<C: Collection>(_ bytes: C, address: SocketAddress) throws where C.Element == UInt8 {
+        if let done = try bytes.withContiguousStorageIfAvailable({ try sendTo(UnsafeRawBufferPointer($0), address: address) }) {
+            return done
+        }
+        try sendTo(Array(bytes), address: address)
+    }
+
+    /// The sender that writes on a datagram connection answer.
+    @inline(__always)
+    private func datagramPeer() throws(GNetError) -> SocketAddress {
+        guard let peer = remoteAddress else { throw Self.noDatagramYet }
+        return peer
+    }
+
+    static let sendToOnStream = GNetError.misuse(
+        "Connection.sendTo is for datagram connections (udp://); a stream connection writes to its peer with write")
+    static let noDatagramYet = GNetError.misuse(
+        "a write on this datagram connection has no peer to answer: no datagram has arrived yet, or its sender "
+            + "has no address (an unbound unixgram socket); use sendTo(_:address:)")
 
     /// Tries to send queued output now rather than when the callback returns. Throws the
     /// socket's error if the connection failed (it is then closed after the callback).
     public func flush() throws {
         guard state != .closed else { throw GNetError.connectionClosed }
         if renderingInPlace { throw Self.writeWhileRendering }
+        if isDatagram { return } // every datagram was sent when it was written
         if let error = owner.flush(self) { throw error }
     }
 
@@ -302,6 +391,7 @@ public final class Connection {
     /// error; see `Options.closeTimeout` for a peer that stops reading). Calling it again, or on
     /// a closed connection, does nothing.
     public func close() {
+        guard !isDatagram else { return }
         owner.requestClose(self, .orderly)
     }
 
@@ -309,6 +399,7 @@ public final class Connection {
     /// peer sees `ECONNRESET`, never a clean end of a truncated stream. `onClose` gets `error`
     /// (`GNetError.connectionClosed` if nil).
     public func abort(_ error: (any Error)? = nil) {
+        guard !isDatagram else { return }
         owner.requestClose(self, .abandoned(error ?? GNetError.connectionClosed))
     }
 }

@@ -18,6 +18,15 @@ struct DialRequest: Sendable {
     var serverName: String? = nil
     let completion: @Sendable (Result<ConnectionHandle, any Error>) -> Void
 
+    /// The network of the connection it makes: the dialled address's, or for an enrolled
+    /// socket, tcp or unix by its peer's family.
+    func network(_ remote: SocketAddress) -> Network {
+        switch target {
+        case .connect(let address, _): return address.network
+        case .enroll: return remote.family == .unix ? .unix : .tcp
+        }
+    }
+
     /// Fails the dial when no loop will take it; an enrolled socket is closed (it was handed over).
     func abandon(_ error: any Error) {
         if case .enroll(let fd) = target { _ = closeDescriptor(fd) }
@@ -92,7 +101,7 @@ extension EventLoop {
             dialFailed(request, error)
             return
         }
-        if let device = options.bindToDevice, address.network != .unix {
+        if let device = options.bindToDevice, !address.network.isUnix {
             do {
                 try Socket.bindToDevice(fd, device, address.original)
             } catch {
@@ -175,7 +184,7 @@ extension EventLoop {
 
     /// The socket is connected: it becomes a connection (`onOpen`), then the dial completes.
     private final func established(_ fd: Int32, generation: UInt32, remote: SocketAddress, registered: IOEvents, _ request: DialRequest) {
-        guard let c = open(fd, generation: generation, remote: remote, listener: nil, registered: registered,
+        guard let c = open(fd, generation: generation, remote: remote, listener: nil, network: request.network(remote), registered: registered,
                            context: request.context, layer: request.layer, serverName: request.serverName) else {
             request.completion(.failure(GNetError.connectionClosed))
             return

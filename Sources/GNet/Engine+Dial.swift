@@ -50,6 +50,10 @@ extension Engine {
             completion(.failure(error))
             return
         }
+        if target.network.isDatagram {
+            completion(.failure(GNetError.invalidAddress(address, reason: "dialling datagram sockets (udp, unixgram) is not supported yet; dial tcp://, tcp4://, tcp6:// or unix://")))
+            return
+        }
         guard timeout > .zero else {
             completion(.failure(GNetError.invalidOption(name: "timeout", reason: "a dial timeout must be positive, got \(timeout)")))
             return

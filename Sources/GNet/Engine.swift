@@ -125,6 +125,12 @@ public final class Engine: Sendable {
     init(handler: any EventHandler, listening addresses: [String], options: Options) throws {
         try options.validate()
         self.listenAddresses = try addresses.map { try ListenAddress(parsing: $0) }
+        if options.acceptedLayer != nil, let datagram = listenAddresses.first(where: \.network.isDatagram) {
+            // Datagrams would bypass the layer: refuse rather than serve them in plaintext.
+            throw GNetError.invalidOption(
+                name: "tls",
+                reason: "TLS applies to stream connections, and \(datagram.original) would carry plaintext datagrams (DTLS is not supported); serve datagram addresses from an engine without TLS")
+        }
         self.poller = try PollerKind.resolve(options.poller)
         self.handler = handler
         self.options = options
@@ -268,7 +274,7 @@ public final class Engine: Sendable {
         if let stopNow { for inbox in inboxes { inbox.enqueue(.stop(stopNow)) } }
         options.logger.info("gnet engine started", metadata: [
             "poller": "\(poller.name)", "loops": "\(options.loops)",
-            "addresses": "\(bound.map(\.description).joined(separator: " "))",
+            "addresses": "\(boundAddresses.map(\.description).joined(separator: " "))",
         ])
         let action = handler.onBoot(self)
         state.withLock { $0.bootThread = nil }
@@ -277,14 +283,26 @@ public final class Engine: Sendable {
     }
 
     /// Opens the listeners: one per loop with `SO_REUSEPORT`, or one on the first loop
-    /// (which accepts for all). Returns the bound address of each `listenAddresses` entry.
+    /// (which accepts for all). A `udp` address always gets one socket per loop (with more
+    /// than one loop, `SO_REUSEPORT`): there is nothing to accept and hand over, and so every
+    /// loop serves datagrams. A `unixgram` socket is on the first loop only. Returns the bound address of each `listenAddresses` entry.
     private func bindListeners(_ runners: [LoopRunner]) throws -> (bound: [SocketAddress], fds: [Int32]) {
         var bound: [SocketAddress] = []
         var listenerFDs: [Int32] = []
+        let interface = try options.multicastInterface.map { name throws(GNetError) in try Socket.interfaceIndex(name) } ?? 0
+        func open(_ address: ListenAddress, reusePort: Bool) throws -> Int32 {
+            guard address.network.isDatagram else {
+                return try Socket.listen(address, reusePort: reusePort, backlog: options.backlog,
+                                         reuseAddress: options.reuseAddress, device: options.bindToDevice)
+            }
+            return try Socket.bindDatagram(
+                address, reusePort: reusePort, interfaceIndex: interface, device: options.bindToDevice,
+                receiveBuffer: options.socketReceiveBuffer, sendBuffer: options.socketSendBuffer)
+        }
         for address in listenAddresses {
-            let perLoop = runners.count > 1 && options.reusePort && address.network != .unix
-            let fd = try Socket.listen(address, reusePort: perLoop, backlog: options.backlog,
-                                       reuseAddress: options.reuseAddress, device: options.bindToDevice)
+            // A Unix path binds once: its socket lives on the first loop.
+            let perLoop = runners.count > 1 && !address.network.isUnix && (address.network.isDatagram || options.reusePort)
+            let fd = try open(address, reusePort: perLoop)
             let actual = Socket.localAddress(fd) ?? address.address
             runners[0].base.listeners.append(Listener(fd: fd, address: address, bound: actual))
             bound.append(actual)
@@ -293,8 +311,7 @@ public final class Engine: Sendable {
             var same = address
             same.address = address.address.withPort(actual.port ?? 0)
             for r in runners.dropFirst() {
-                let fd = try Socket.listen(same, reusePort: true, backlog: options.backlog,
-                                           reuseAddress: options.reuseAddress, device: options.bindToDevice)
+                let fd = try open(same, reusePort: true)
                 r.base.listeners.append(Listener(fd: fd, address: same, bound: actual))
             }
         }
@@ -436,6 +453,25 @@ public final class Engine: Sendable {
     /// The bound address of each listen address, in order (with the real port where port 0
     /// was asked for). Empty before `start()`.
     public var addresses: [SocketAddress] { state.withLock { $0.bound } }
+
+    /// The bound addresses with their networks (`udp://127.0.0.1:9001`, `tcp://…`), in the
+    /// order of `listenAddresses`. Empty before `start()`.
+    public var boundAddresses: [ListenAddress] {
+        zip(listenAddresses, addresses).map { ListenAddress(network: $0.network, address: $1, original: $0.original) }
+    }
+
+    /// Datagrams dropped across all loops because they were larger than
+    /// `Options.readBufferCapacity` (see `EventHandler.onTruncatedDatagram`).
+    public var truncatedDatagrams: Int {
+        state.withLock { $0.inboxes }.reduce(0) { $0 + $1.truncatedDatagrams.load(ordering: .relaxed) }
+    }
+
+    /// Datagrams written by handlers during a receive batch that the kernel then refused to
+    /// send (a full send buffer, a queued ICMP error, too large), across all loops: they were
+    /// dropped. Writes outside a batch throw instead.
+    public var unsentDatagrams: Int {
+        state.withLock { $0.inboxes }.reduce(0) { $0 + $1.unsentDatagrams.load(ordering: .relaxed) }
+    }
 
     /// Open connections across all loops.
     public var connectionCount: Int {

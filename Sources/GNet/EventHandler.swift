@@ -10,6 +10,11 @@
 /// ## Order, per connection
 /// `onOpen` once, then `onTraffic` any number of times, then `onClose` once; nothing after
 /// `onClose`, and the descriptor is closed only after `onClose` returns.
+///
+/// ## Datagrams
+/// A `udp` socket's datagrams get neither `onOpen` nor `onClose`: `onTraffic` is called once
+/// per datagram, with the socket's connection holding exactly that datagram as input
+/// (`Connection.isDatagram`; see `Connection` for what writes do there).
 public protocol EventHandler: Sendable {
     /// The engine is listening (`engine.addresses` tells where) and its loops are ready; they
     /// start serving when this returns, so no other callback runs before it (connections that
@@ -25,6 +30,8 @@ public protocol EventHandler: Sendable {
     /// `connection.withInbound`, `next`, `peek` and `discard`; what the handler does not
     /// consume stays buffered for the next call. When the handler consumed some bytes and some
     /// remain, the engine calls again at once, so no complete message waits for more input.
+    /// On a datagram connection (`udp`) it is called once per datagram instead, and what is left
+    /// unconsumed is dropped when it returns.
     func onTraffic(_ connection: Connection) -> Action
 
     /// The connection closed: `error` is nil for an orderly close (either side), otherwise why.
@@ -62,6 +69,13 @@ public protocol EventHandler: Sendable {
     /// `Engine.stop(.immediately)`. On the connection's loop thread.
     func onQuiesce(_ connection: Connection) -> Action
 
+    /// A datagram of `length` bytes arrived on a `udp` socket but was larger than
+    /// `Options.readBufferCapacity`, so only part of it could be received: it is dropped, not
+    /// passed to `onTraffic`. `connection.remoteAddress` is its sender (its input is empty;
+    /// writes answer the sender). The engine also counts it (`Engine.truncatedDatagrams`) and
+    /// logs it, at most once per 10 s per socket. The default does nothing more.
+    func onTruncatedDatagram(_ connection: Connection, length: Int) -> Action
+
     /// With `Options.ticker`, called periodically on the first loop's thread. Return the delay
     /// until the next tick and an action (`.shutdown` stops the engine).
     func onTick() -> (delay: Duration, action: Action)
@@ -80,6 +94,7 @@ extension EventHandler {
     public func onInputClosed(_ connection: Connection) -> Action { .none }
     public func onIdle(_ connection: Connection, _ kind: IdleKind) -> Action { .close }
     public func onQuiesce(_ connection: Connection) -> Action { .close }
+    public func onTruncatedDatagram(_ connection: Connection, length: Int) -> Action { .none }
     public func onTick() -> (delay: Duration, action: Action) { (.seconds(1), .none) }
     public func onShutdown(_ engine: Engine) {}
 }

@@ -14,6 +14,7 @@ import Poller
 /// - `EventLoop+Write.swift`: the cork, sends, the queue and its watermarks;
 /// - `EventLoop+Close.swift`: the closing state machine;
 /// - `Acceptor.swift`: accepting, balancing, adopting sockets;
+/// - `EventLoop+Datagram.swift`: datagram sockets, received in batches and sent to;
 /// - `LoopTimers.swift`: timers.
 ///
 /// Loop thread only, except `inbox`.
@@ -55,6 +56,14 @@ final class EventLoop {
     let corkFlushThreshold = 64 * 1024
     let iovecs: UnsafeMutablePointer<iovec>
     let iovecCapacity = Int(cgnet_iov_max())
+    /// The receive arrays of this loop's datagram sockets (made with the first one).
+    var datagramBatch: DatagramBatch? = nil
+    /// Writes made during a receive batch, sent together when it is done.
+    var datagramSendQueue: DatagramSendQueue? = nil
+    /// The datagram connection whose receive batch is being handed to the handler.
+    var batchOwner: Connection? = nil
+    /// Where `write(reservingCapacity:)` renders a datagram sent outside a batch.
+    var datagramScratch = ByteQueue()
 
     private(set) var stopping = false
     var timers = LoopTimers()
@@ -118,7 +127,8 @@ final class EventLoop {
     final func dispatch(_ token: PollToken, _ events: IOEvents) {
         let fd = Int(token.fd)
         if token.generation == Self.listenerGeneration {
-            if let l = listeners.first(where: { $0.fd == token.fd }) { acceptAll(l) }
+            guard let l = listeners.first(where: { $0.fd == token.fd }) else { return }
+            if let c = l.datagram { handleDatagramSocket(l, c, events) } else { acceptAll(l) }
             return
         }
         guard fd < connections.count, let c = connections[fd], c.generation == token.generation else {
@@ -197,8 +207,12 @@ final class EventLoop {
             requestClose(c, .orderly)
         case .abort(let fd, let gen, let error):
             if let c = liveConnection(fd, gen) { abort(c, error) }
-        case .adopt(let fd, let remote, let listener):
-            adopt(fd, remote: remote, listener: listener)
+        case .adopt(let fd, let remote, let listener, let network):
+            adopt(fd, remote: remote, listener: listener, network: network)
+        case .sendDatagram(let fd, let peer, let buffers, let bytes, let completion):
+            inbox.tookAsyncWrite(bytes)
+            let result = sendHandleDatagram(fd, peer, buffers)
+            completion?(result)
         case .dial(let request):
             startDial(request)
         case .stop(let mode):
@@ -280,7 +294,11 @@ final class EventLoop {
                 logger.debug("deregistering a listener failed", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
             }
             _ = closeDescriptor(l.fd)
-            if l.address.network == .unix { unlink(l.address.address.host) }
+            if let c = l.datagram {
+                c.state = .closed
+                c.lent = UnsafeRawBufferPointer(start: nil, count: 0)
+            }
+            if l.address.network.isUnix { unlink(l.address.address.host) }
         }
         listeners = []
     }
@@ -309,6 +327,7 @@ final class EventLoop {
 
     /// Registers this loop's listeners. Called before the thread starts.
     final func registerListeners() throws {
+        prepareDatagramListeners()
         for l in listeners {
             try poller.register(l.fd, interest: .read, token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
         }

@@ -57,13 +57,13 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidAddress(let a, let r):
-            return "invalid address '\(a)': \(r); use forms like tcp://127.0.0.1:9000, tcp6://[::1]:9000, unix:///tmp/s.sock"
+            return "invalid address '\(a)': \(r); use forms like tcp://127.0.0.1:9000, tcp6://[::1]:9000, udp://127.0.0.1:9001, unix:///tmp/s.sock"
         case .addressInUse(let a):
             return "address \(a) is already in use; stop the other server or choose another port (port 0 picks a free one)"
         case .invalidOption(let n, let r):
             return "invalid option \(n): \(r)"
         case .unsupportedNetwork(let s):
-            return "network '\(s)' is not supported yet; use tcp, tcp4, tcp6 or unix"
+            return "network '\(s)' is not supported yet; use tcp, tcp4, tcp6, udp, udp4, udp6, unix or unixgram"
         case .pollerUnavailable(let n, let r):
             return "poller '\(n)' is unavailable: \(r)"
         case .engineState(let s):

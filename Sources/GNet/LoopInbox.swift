@@ -15,7 +15,10 @@ enum LoopTask: Sendable {
     /// Abort a connection with a reset (a handle write went past `Options.asyncWriteLimit`).
     case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
-    case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?)
+    case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?, network: Network)
+    /// Send a datagram from the datagram socket `fd` to `peer` (`ConnectionHandle.write` on a
+    /// datagram connection); `bytes` is the buffers' total.
+    case sendDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
     /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
     case dial(DialRequest)
     /// Stop: close listeners; quiesce, flush and close connections (`.gracefully`) or abort
@@ -31,9 +34,9 @@ enum LoopTask: Sendable {
     /// Fails the task's completion (or closes its socket) when the loop is gone.
     func abandon() {
         switch self {
-        case .write(_, _, _, _, let c), .wake(_, _, let c), .close(_, _, let c):
+        case .write(_, _, _, _, let c), .wake(_, _, let c), .close(_, _, let c), .sendDatagram(_, _, _, _, let c):
             c?(.failure(GNetError.connectionClosed))
-        case .adopt(let fd, _, _):
+        case .adopt(let fd, _, _, _):
             _ = closeDescriptor(fd)
         case .dial(let request):
             request.abandon(GNetError.engineStopped)
@@ -56,6 +59,10 @@ final class LoopInbox: Sendable {
     private let waker: any PollerWaker
     /// Open connections on this loop, read by the least-connections balancer.
     let connectionCount = Atomic<Int>(0)
+    /// Datagrams this loop dropped because they were larger than `Options.readBufferCapacity`.
+    let truncatedDatagrams = Atomic<Int>(0)
+    /// Datagrams written during a receive batch that the kernel refused when the batch was sent.
+    let unsentDatagrams = Atomic<Int>(0)
     /// Bytes of handle writes queued here and not yet taken by the loop.
     private let queuedWriteBytes = Atomic<Int>(0)
     /// `Options.asyncWriteLimit`.
@@ -84,6 +91,21 @@ final class LoopInbox: Sendable {
             return
         }
         enqueue(.write(fd: fd, generation: generation, buffers: buffers, bytes: bytes, completion: completion))
+    }
+
+    /// Queues a handle's datagram to `peer`, unless that would put more than `asyncWriteLimit`
+    /// bytes in this queue: then it fails with `GNetError.outboundLimitExceeded` (the datagram
+    /// is not sent; the socket serves on).
+    func enqueueDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?) {
+        var bytes = 0
+        for b in buffers { bytes += b.count }
+        let queued = queuedWriteBytes.wrappingAdd(bytes, ordering: .relaxed).newValue
+        if queued > asyncWriteLimit {
+            queuedWriteBytes.subtract(bytes, ordering: .relaxed)
+            completion?(.failure(GNetError.outboundLimitExceeded(limit: asyncWriteLimit)))
+            return
+        }
+        enqueue(.sendDatagram(fd: fd, peer: peer, buffers: buffers, bytes: bytes, completion: completion))
     }
 
     /// The loop took a handle write of `bytes` off the queue.
@@ -145,14 +167,37 @@ final class LoopInbox: Sendable {
 /// once, on the loop thread (or on the calling thread if the engine has stopped), with
 /// `GNetError.connectionClosed` when the connection is gone — including a connection closed
 /// and replaced by a new one on the same descriptor, which the generation tells apart.
+///
+/// ## Datagram connections
+/// The handle of a datagram connection (`udp://`) stands for its socket and the sender of the
+/// datagram being handled when the handle was made (`peer`). `write` and `writev` send one
+/// datagram to that peer from the loop (completing with the send's error, if any, and with
+/// `GNetError.outboundLimitExceeded` past `Options.asyncWriteLimit` bytes waiting for the
+/// loop; the socket is never closed for it); `wake` and `close` complete with
+/// `GNetError.misuse` (there is no connection to wake or close: the socket is the engine's).
+/// After the engine stopped, everything completes with `GNetError.connectionClosed`.
 public struct ConnectionHandle: Sendable, Hashable {
     let inbox: LoopInbox
-    /// The descriptor the connection had.
+    /// The descriptor the connection had (for a datagram connection, its socket's).
     public let fd: Int32
     let generation: UInt32
+    /// For a datagram connection, the peer that writes go to (nil if the datagram's sender had
+    /// no address); nil for a stream connection.
+    public let peer: SocketAddress?
+
+    /// Whether this is the handle of a datagram connection (its socket's registration, which
+    /// uses the listeners' generation 0: connections never do).
+    public var isDatagram: Bool { generation == EventLoop.listenerGeneration }
+
+    init(inbox: LoopInbox, fd: Int32, generation: UInt32, peer: SocketAddress? = nil) {
+        self.inbox = inbox
+        self.fd = fd
+        self.generation = generation
+        self.peer = peer
+    }
 
     public static func == (a: Self, b: Self) -> Bool {
-        a.inbox === b.inbox && a.fd == b.fd && a.generation == b.generation
+        a.inbox === b.inbox && a.fd == b.fd && a.generation == b.generation && a.peer == b.peer
     }
     public func hash(into h: inout Hasher) {
         h.combine(fd)
@@ -168,16 +213,28 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// stream with a hole in it is never delivered). Pace writes by their completions to stay
     /// under it.
     public func write(_ bytes: [UInt8], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        if isDatagram {
+            sendDatagram([bytes], completion)
+            return
+        }
         inbox.enqueueWrite(fd: fd, generation: generation, buffers: [bytes], completion: completion)
     }
 
     /// Writes several buffers in order from any thread (gnet's `AsyncWritev`), bounded as `write`.
     public func writev(_ buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        if isDatagram {
+            sendDatagram(buffers, completion)
+            return
+        }
         inbox.enqueueWrite(fd: fd, generation: generation, buffers: buffers, completion: completion)
     }
 
     /// Makes the loop call `onTraffic` for this connection even without new input (gnet's `Wake`).
     public func wake(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        if isDatagram {
+            completion?(.failure(Self.notForDatagrams))
+            return
+        }
         inbox.enqueue(.wake(fd: fd, generation: generation, completion: completion))
     }
 
@@ -185,8 +242,24 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// called once the connection has closed (after its `onClose`), or with
     /// `GNetError.connectionClosed` if it was already gone.
     public func close(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        if isDatagram {
+            completion?(.failure(Self.notForDatagrams))
+            return
+        }
         inbox.enqueue(.close(fd: fd, generation: generation, completion: completion))
     }
+
+    private func sendDatagram(_ buffers: [[UInt8]], _ completion: (@Sendable (Result<Void, any Error>) -> Void)?) {
+        guard let peer else {
+            completion?(.failure(Connection.noDatagramYet))
+            return
+        }
+        inbox.enqueueDatagram(fd: fd, peer: peer, buffers: buffers, completion: completion)
+    }
+
+    static let notForDatagrams = GNetError.misuse(
+        "wake and close do not apply to a datagram connection: its socket is the engine's, and each datagram "
+            + "is handled once; write to the peer, or stop the engine")
 
     /// Writes `bytes` and returns when the loop has taken them (sent or queued).
     public func write(_ bytes: [UInt8]) async throws {

@@ -23,6 +23,15 @@ public struct LoopStatistics: Sendable, Hashable {
     public var bytesRead = 0
     /// Bytes the sockets took.
     public var bytesWritten = 0
+    /// Datagrams received on this loop's datagram sockets and handed to `onTraffic` (their
+    /// bytes count in `bytesRead`).
+    public var datagramsReceived = 0
+    /// Datagrams sent from this loop's datagram sockets (their bytes count in `bytesWritten`).
+    public var datagramsSent = 0
+    /// Datagrams dropped as larger than `Options.readBufferCapacity` (`onTruncatedDatagram`).
+    public var datagramsTruncated = 0
+    /// Datagrams written during a receive batch that the kernel refused to send.
+    public var datagramsUnsent = 0
     /// Times a listener paused accepting because descriptors or memory ran out, or it failed.
     public var acceptBackoffs = 0
     /// Turns of the loop: one wait for readiness and the work after it.

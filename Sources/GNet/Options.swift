@@ -33,7 +33,26 @@ public struct Options: Sendable {
     public var poller: PollerKind? = nil
 
     /// Bytes one read may take, the size of each loop's shared read buffer. Default 64 KiB.
+    /// Also the largest datagram a `udp` socket receives whole (64 KiB fits any UDP datagram);
+    /// a larger one is dropped and reported (`EventHandler.onTruncatedDatagram`), never passed
+    /// on cut short.
     public var readBufferCapacity: Int = 64 * 1024
+
+    // MARK: Datagrams
+
+    /// The most datagrams a loop receives from one `udp` socket per readiness (one `recvmmsg`),
+    /// before it serves everything else that is ready. Default 32; from 1 to 1024. A loop with
+    /// a datagram socket holds this many slots of `readBufferCapacity` bytes (2 MiB of address
+    /// space by default, touched only as far as datagrams fill them; never more than 64 MiB:
+    /// with a larger `readBufferCapacity` the batch is smaller).
+    public var datagramBatchSize: Int = 32
+
+    /// The interface on which `udp` addresses that are multicast groups (224.0.0.0/4,
+    /// ff00::/8) are joined: a name (`eth0`) or an index (`"2"`). Default nil: the kernel
+    /// picks the interface from its routes (which may have no multicast route; then the
+    /// engine fails to start and says so). An unknown name fails the start with
+    /// `GNetError.invalidOption`.
+    public var multicastInterface: String? = nil
 
     /// `TCP_NODELAY` on accepted connections. Default true, as in gnet.
     public var tcpNoDelay: Bool = true
@@ -59,7 +78,8 @@ public struct Options: Sendable {
     /// `CAP_NET_RAW` on kernels before 5.7. An unknown name fails `start()` (or the dial).
     public var bindToDevice: String? = nil
 
-    /// `SO_RCVBUF` / `SO_SNDBUF` for accepted sockets; nil leaves the kernel's choice.
+    /// `SO_RCVBUF` / `SO_SNDBUF` for accepted sockets and `udp` sockets; nil leaves the
+    /// kernel's choice.
     public var socketReceiveBuffer: Int? = nil
     public var socketSendBuffer: Int? = nil
 
@@ -172,6 +192,9 @@ public struct Options: Sendable {
         }
         if readBufferCapacity < 512 || readBufferCapacity > 64 * 1024 * 1024 {
             throw .invalidOption(name: "readBufferCapacity", reason: "must be from 512 bytes to 64 MiB, got \(readBufferCapacity)")
+        }
+        if datagramBatchSize < 1 || datagramBatchSize > 1024 {
+            throw .invalidOption(name: "datagramBatchSize", reason: "must be from 1 to 1024, got \(datagramBatchSize)")
         }
         if edgeTriggeredReadBudget < readBufferCapacity {
             throw .invalidOption(

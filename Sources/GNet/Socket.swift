@@ -23,24 +23,28 @@ enum Socket {
             } else {
                 try removeStaleUnixSocket(address)
             }
-            let rc = address.address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
-            if rc != 0 {
-                let e = errno
-                if e == EADDRINUSE { throw GNetError.addressInUse(address.original) }
-                if e == EADDRNOTAVAIL {
-                    throw GNetError.invalidAddress(address.original, reason: "no local interface has that address")
-                }
-                if e == EACCES {
-                    throw GNetError.invalidAddress(address.original, reason: "permission denied (ports below 1024 need privileges)")
-                }
-                throw SystemError("bind(\(address.original))", errno: e)
-            }
+            try bind(fd, address)
             _ = try sysCall("listen(\(address.original))") { Glibc.listen(fd, Int32(clamping: backlog)) }
             return fd
         } catch {
             Glibc.close(fd)
             throw error
         }
+    }
+
+    /// Binds `fd` to `address`, translating the usual failures into errors that say what to fix.
+    static func bind(_ fd: Int32, _ address: ListenAddress) throws {
+        let rc = address.address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
+        guard rc != 0 else { return }
+        let e = errno
+        if e == EADDRINUSE { throw GNetError.addressInUse(address.original) }
+        if e == EADDRNOTAVAIL {
+            throw GNetError.invalidAddress(address.original, reason: "no local interface has that address")
+        }
+        if e == EACCES {
+            throw GNetError.invalidAddress(address.original, reason: "permission denied (ports below 1024 need privileges)")
+        }
+        throw SystemError("bind(\(address.original))", errno: e)
     }
 
     /// `SO_BINDTODEVICE`: only traffic through interface `device` reaches `fd`. An unknown
@@ -59,14 +63,17 @@ enum Socket {
     }
 
     /// A socket file left by a server that died is removed; a live one is an address in use.
-    private static func removeStaleUnixSocket(_ address: ListenAddress) throws {
+    static func removeStaleUnixSocket(_ address: ListenAddress) throws {
         let path = address.address.host
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw GNetError.invalidAddress(address.original, reason: "\(path) exists and is not a socket")
         }
-        let probe = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_CLOEXEC, 0)
+        // A probe of the same type: a live socket of the other type answers EPROTOTYPE, is left
+        // alone, and the bind reports the address in use.
+        let type = address.network.isDatagram ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue
+        let probe = Glibc.socket(AF_UNIX, Int32(type) | CGNET_SOCK_CLOEXEC, 0)
         guard probe >= 0 else { return }
         defer { Glibc.close(probe) }
         let rc = address.address.withUnsafeSockaddr { Glibc.connect(probe, $0, $1) }

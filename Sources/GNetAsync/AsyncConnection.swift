@@ -112,8 +112,9 @@ public final class AsyncConnection: Sendable {
             try await write(Array(string.utf8))
         }
 
-        /// Shuts down the writing side after what was written, keeping the connection open for
-        /// input (with `Options.allowHalfClosure`), or closes it (otherwise).
+        /// Closes the connection once what was written is sent: the peer sees EOF after it.
+        /// (Async connections run with `Options.allowHalfClosure`: the peer's EOF ends
+        /// `inbound`, and the connection stays open for writes until it is closed.)
         public func finish() async {
             try? await handle.close()
         }

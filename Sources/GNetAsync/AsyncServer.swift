@@ -107,11 +107,23 @@ public final class AsyncServer: Sendable {
     /// Accepted connections, in order; ends when the engine stops. One consumer.
     public let connections: AsyncStream<AsyncConnection>
 
+    /// Serves `addresses` (stream networks) with `options`, `allowHalfClosure` always on (see
+    /// `AsyncConnection.Outbound.finish()`).
     public init(addresses: [String], options: Options = Options(), asyncOptions: AsyncOptions = AsyncOptions()) throws {
         try asyncOptions.validate()
         let (stream, continuation) = AsyncStream.makeStream(of: AsyncConnection.self)
         connections = stream
+        // The peer's EOF must not close the connection under a task still writing its answer
+        // (the callback API writes before the loop reads the EOF; a task may write after):
+        // the input ends, and `executeThenClose` closes once the task is done.
+        var options = options
+        options.allowHalfClosure = true
         engine = try Engine(handler: AsyncBridge(options: asyncOptions, accepted: continuation), addresses: addresses, options: options)
+        // Datagrams have no connection to hand over: refuse them rather than drop them unseen.
+        if let datagram = engine.listenAddresses.first(where: \.network.isDatagram) {
+            throw GNetError.invalidAddress(
+                datagram.original, reason: "AsyncServer serves stream connections; serve udp and unixgram with an EventHandler")
+        }
     }
 
     /// Starts the engine, runs `body` with the accepted connections, then stops the engine
@@ -146,6 +158,8 @@ public final class AsyncClient: Sendable {
     public init(options: Options = Options(), asyncOptions: AsyncOptions = AsyncOptions()) throws {
         try asyncOptions.validate()
         let (_, continuation) = AsyncStream.makeStream(of: AsyncConnection.self)
+        var options = options
+        options.allowHalfClosure = true // as in AsyncServer: the peer's EOF ends the input only
         client = try Client(handler: AsyncBridge(options: asyncOptions, accepted: continuation), options: options)
     }
 

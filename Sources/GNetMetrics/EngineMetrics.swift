@@ -16,6 +16,8 @@ import GNetLocks
 /// | `gnet_connections_open` | gauge | open now |
 /// | `gnet_bytes_read_total`, `gnet_bytes_written_total` | counter | bytes through the sockets |
 /// | `gnet_accept_backoffs_total` | counter | accept pauses (descriptors or memory exhausted) |
+/// | `gnet_datagrams_received_total`, `gnet_datagrams_sent_total` | counter | datagrams through `udp`/`unixgram` sockets (their bytes count above too) |
+/// | `gnet_datagrams_dropped_total` (dimension `reason`: `truncated`, `unsent`) | counter | datagrams larger than `readBufferCapacity`; answers the kernel refused |
 /// | `gnet_loop_iterations_total` | counter | loop turns |
 /// | `gnet_loop_busy_nanoseconds_total`, `gnet_loop_utilization` | counter, gauge (0…1) | time outside the wait for readiness (with `Options.measureLoopTime`) |
 ///
@@ -40,6 +42,7 @@ public final class EngineMetrics: Sendable {
     private final class LoopMetrics: Sendable {
         let accepted, dialled, closedOrderly, closedError, closedTimeout, aborted: Counter
         let bytesRead, bytesWritten, backoffs, iterations, busy: Counter
+        let datagramsReceived, datagramsSent, datagramsTruncated, datagramsUnsent: Counter
         let open, utilization: Gauge
         let last = Locked<(stats: LoopStatistics, at: ContinuousClock.Instant)>((LoopStatistics(), .now))
         let timer = Locked<ScheduledTask?>(nil)
@@ -58,6 +61,10 @@ public final class EngineMetrics: Sendable {
             bytesRead = counter("bytes_read_total")
             bytesWritten = counter("bytes_written_total")
             backoffs = counter("accept_backoffs_total")
+            datagramsReceived = counter("datagrams_received_total")
+            datagramsSent = counter("datagrams_sent_total")
+            datagramsTruncated = counter("datagrams_dropped_total", [("reason", "truncated")])
+            datagramsUnsent = counter("datagrams_dropped_total", [("reason", "unsent")])
             iterations = counter("loop_iterations_total")
             busy = counter("loop_busy_nanoseconds_total")
             open = Gauge(label: "\(prefix)_connections_open", dimensions: d, factory: factory)
@@ -81,6 +88,10 @@ public final class EngineMetrics: Sendable {
             add(bytesRead, s.bytesRead, before.bytesRead)
             add(bytesWritten, s.bytesWritten, before.bytesWritten)
             add(backoffs, s.acceptBackoffs, before.acceptBackoffs)
+            add(datagramsReceived, s.datagramsReceived, before.datagramsReceived)
+            add(datagramsSent, s.datagramsSent, before.datagramsSent)
+            add(datagramsTruncated, s.datagramsTruncated, before.datagramsTruncated)
+            add(datagramsUnsent, s.datagramsUnsent, before.datagramsUnsent)
             add(iterations, s.iterations, before.iterations)
             let busyGrowth = s.busyTime - before.busyTime
             add(busy, Self.nanoseconds(s.busyTime), Self.nanoseconds(before.busyTime))

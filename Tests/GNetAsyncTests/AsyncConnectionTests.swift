@@ -196,4 +196,9 @@ struct AsyncConnectionTests {
         #expect(ended.withLock { $0 })
         #expect(!server.engine.isRunning)
     }
+
+    @Test("datagram addresses are refused: there is no connection to hand over")
+    func datagramAddressesRefused() {
+        #expect(throws: GNetError.self) { try AsyncServer(addresses: ["udp://127.0.0.1:0"]) }
+    }
 }

@@ -106,6 +106,33 @@ struct EngineMetricsTests {
         #expect(metrics.counterTotal(label: "gnet_bytes_read_total") == 5, "published after stop()")
     }
 
+    @Test("datagrams: received, sent, their bytes, and a truncated one dropped")
+    func datagrams() async throws {
+        let metrics = TestMetrics()
+        var options = Options()
+        options.loops = 2
+        options.readBufferCapacity = 1024
+        options.logger.logLevel = .critical
+        let engine = try Engine(handler: Echo(), addresses: ["udp://127.0.0.1:0"], options: options)
+        try engine.start()
+        defer { engine.stop(); engine.wait() }
+        let published = EngineMetrics(engine: engine, factory: metrics)
+        let client = try UDPClient()
+        for i in 0..<5 {
+            try client.send(patternBytes(100, seed: UInt64(i)), to: engine.addresses[0])
+            #expect(try client.receive().bytes.count == 100)
+        }
+        try client.send(patternBytes(2000, seed: 9), to: engine.addresses[0])
+        try await eventually { engine.truncatedDatagrams == 1 }
+        await published.publish()
+        #expect(metrics.counterTotal(label: "gnet_datagrams_received_total") == 5)
+        #expect(metrics.counterTotal(label: "gnet_datagrams_sent_total") == 5)
+        #expect(metrics.counterTotal(label: "gnet_bytes_read_total") == 500)
+        #expect(metrics.counterTotal(label: "gnet_bytes_written_total") == 500)
+        #expect(metrics.counterTotal(label: "gnet_datagrams_dropped_total", dimensions: [("reason", "truncated")]) == 1)
+        #expect(metrics.counterTotal(label: "gnet_datagrams_dropped_total", dimensions: [("reason", "unsent")]) == 0)
+    }
+
     @Test("statistics of a stopped loop: a typed error, and publish() returns")
     func afterStop() async throws {
         let engine = try engine()

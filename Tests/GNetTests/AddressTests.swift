@@ -48,8 +48,24 @@ struct AddressTests {
         #expect(throws: GNetError.self) { try ListenAddress(parsing: "unix://\(path)") }
     }
 
-    @Test func udpIsNotServedYet() {
-        #expect(throws: GNetError.unsupportedNetwork("udp")) { try ListenAddress(parsing: "udp://127.0.0.1:9000") }
+    @Test func udpAddresses() throws {
+        let v4 = try ListenAddress(parsing: "udp://127.0.0.1:9001")
+        #expect(v4.network == .udp && v4.network.isDatagram && v4.address.port == 9001 && v4.address.family == .ipv4)
+        #expect(v4.description == "udp://127.0.0.1:9001")
+        let v6 = try ListenAddress(parsing: "udp6://[::1]:0")
+        #expect(v6.network == .udp6 && v6.address.family == .ipv6 && v6.description == "udp6://[::1]:0")
+        let any4 = try ListenAddress(parsing: "udp4://:53")
+        #expect(any4.address.host == "0.0.0.0" && any4.address.port == 53)
+        #expect(throws: GNetError.self) { try ListenAddress(parsing: "udp4://[::1]:9000") }
+        #expect(throws: GNetError.self) { try ListenAddress(parsing: "udp6://127.0.0.1:9000") }
+        #expect(!Network.tcp.isDatagram && !Network.unix.isDatagram)
+    }
+
+    @Test func unixDatagramAddresses() throws {
+        let a = try ListenAddress(parsing: "unixgram:///tmp/g.sock")
+        #expect(a.network == .unixgram && a.network.isDatagram && a.network.isUnix && a.address.host == "/tmp/g.sock")
+        #expect(a.description == "unixgram:///tmp/g.sock")
+        #expect(throws: GNetError.unsupportedNetwork("unixpacket")) { try ListenAddress(parsing: "unixpacket:///tmp/p.sock") }
     }
 
     @Test func socketAddressParts() throws {

@@ -239,7 +239,8 @@ enum ClosingScenarios {
         })
         try await withEngine(kind, handler) { _, address in
             do { _ = try TestClient(address) }
-            try await eventually("onClose") { handler.closes == 1 }
+            // The handler counts the close before its body runs: wait for the body's outcome.
+            try await eventually("onClose") { handler.closes == 1 && outcome.get != nil }
             try expect(outcome.get == "\(GNetError.connectionClosed)", "setNoDelay in onClose: \(outcome.get ?? "not called")")
         }
         return nil

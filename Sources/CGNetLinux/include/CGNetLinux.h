@@ -42,6 +42,23 @@ int cgnet_iov_max(void);
 int cgnet_set_thread_name(const char *name);
 int cgnet_cpu_count(void);
 
+// Datagrams. `struct mmsghdr`, recvmmsg and sendmmsg are GNU extensions too: this is the same
+// layout under our own name (shim.c asserts it matches), so Swift can allocate the arrays.
+struct cgnet_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+static const int CGNET_MSG_TRUNC = MSG_TRUNC;
+static const int CGNET_MSG_DONTWAIT = MSG_DONTWAIT;
+int cgnet_recvmmsg(int fd, struct cgnet_mmsghdr *msgs, unsigned int count, int flags);
+int cgnet_sendmmsg(int fd, struct cgnet_mmsghdr *msgs, unsigned int count, int flags);
+// Joins the multicast group `group` (IPv4 or IPv6, port ignored) on the interface `ifindex`
+// (0: the kernel's choice): IP_ADD_MEMBERSHIP with ip_mreqn, or IPV6_JOIN_GROUP. Returns 0 or
+// -1 with errno set.
+int cgnet_join_multicast(int fd, const struct sockaddr *group, unsigned int ifindex);
+// Whether `addr` is a multicast address (224.0.0.0/4, ff00::/8).
+int cgnet_is_multicast(const struct sockaddr *addr);
+
 _Static_assert(sizeof(struct epoll_event) == 12 || sizeof(struct epoll_event) == 16,
                "unexpected epoll_event layout");
 #endif
