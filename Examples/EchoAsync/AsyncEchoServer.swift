@@ -34,10 +34,6 @@ struct AsyncEchoCommand: AsyncParsableCommand {
     func run() async throws {
         var options = Options()
         options.loops = loops
-        // A client that half-closes still gets the echo of everything it sent: the peer's EOF
-        // ends the task's input (`onInputClosed`) instead of closing the connection under
-        // chunks the task has not written back yet.
-        options.allowHalfClosure = true
         let server: AsyncServer
         do {
             if let poller { options.poller = try PollerKind(name: poller) }
