@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Poller", targets: ["Poller"]),
         .library(name: "GNetCodec", targets: ["GNetCodec"]),
         .library(name: "GNetWorkerPool", targets: ["GNetWorkerPool"]),
+        .library(name: "GNetServiceLifecycle", targets: ["GNetServiceLifecycle"]),
         .library(name: "GNetMetrics", targets: ["GNetMetrics"]),
         .library(name: "GNetAsync", targets: ["GNetAsync"]),
         .library(name: "GNetTLS", targets: ["GNetTLS"]),
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
     ],
     targets: [
@@ -72,6 +74,12 @@ let package = Package(
             name: "GNetWorkerPool",
             dependencies: ["GNet", "GNetLocks", "CGNetLinux", .product(name: "DequeModule", package: "swift-collections")]
         ),
+        // An engine as a swift-service-lifecycle Service: graceful shutdown quiesces, cancellation
+        // aborts. A module of its own, so GNet does not depend on ServiceLifecycle.
+        .target(
+            name: "GNetServiceLifecycle",
+            dependencies: ["GNet", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
         // Connections for async code: accepted as an AsyncSequence, input as chunks with
         // backpressure, writes that wait for the peer.
         .target(
@@ -97,11 +105,13 @@ let package = Package(
             dependencies: ["GNet", "GNetCodec", "GNetWorkerPool", "Poller", "GNetLocks", "TestSupport", .product(name: "Logging", package: "swift-log")],
             path: "conformance/GNetConformance"
         ),
-        // What the example servers share: logging set-up, the ready line, signal handling.
+        // What the example servers share: logging set-up, the ready line, running the engine in
+        // a ServiceGroup that stops it on SIGINT/SIGTERM.
         .target(
             name: "ExampleSupport",
             dependencies: [
-                "GNet", "GNetTLS", .product(name: "Logging", package: "swift-log"),
+                "GNet", "GNetTLS", "GNetServiceLifecycle", "GNetLocks", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/Support"
@@ -170,7 +180,10 @@ let package = Package(
         .testTarget(name: "PollerEpollTests", dependencies: ["PollerEpoll", "Poller", "TestSupport"]),
         .testTarget(name: "PollerLibeventTests", dependencies: ["PollerLibevent", "Poller", "TestSupport"]),
         .testTarget(name: "PollerDispatchTests", dependencies: ["PollerDispatch", "Poller", "TestSupport"]),
-        .testTarget(name: "GNetTests", dependencies: ["GNet", "GNetConformance"]),
+        .testTarget(
+            name: "GNetTests",
+            dependencies: ["GNet", "GNetConformance", "GNetLocks", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "GNetMetricsTests",
             dependencies: ["GNetMetrics", "GNet", "GNetConformance", .product(name: "MetricsTestKit", package: "swift-metrics")]
@@ -181,6 +194,15 @@ let package = Package(
         .testTarget(
             name: "GNetWorkerPoolTests",
             dependencies: ["GNetWorkerPool", "GNet", "GNetConformance", "TestSupport"]
+        ),
+        .testTarget(
+            name: "GNetServiceLifecycleTests",
+            dependencies: [
+                "GNetServiceLifecycle", "GNet", "GNetConformance", "GNetLocks",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "ConformanceTests",

@@ -19,6 +19,11 @@ port from the ready line), and checks:
   (d) mixed listeners: gnet-echo --addr tcp://… --addr udp://… --addr unix://… echoes on all
       three at once; then a UDP flood (20,000 datagrams of 1,400 bytes whose echoes are never
       read) may grow its RSS by at most 16 MiB, and all three still echo after it.
+  (e) graceful stop: gnet-echo with 100 clients connected, each having sent a message and read
+      its echo, gets SIGTERM; every client sees EOF with nothing after its last reply, and the
+      process exits 0 within 6 s (shutdownTimeout and the ServiceGroup's margin). gnet-http
+      gets SIGTERM with a request half sent: it is answered with Connection: close, then EOF,
+      while an idle keep-alive connection sees EOF at once.
 
 "Near the baseline" (a): within RECOVER_SLACK (1 MiB) of the RSS measured before the attack,
 once the server has closed the connection (its descriptor count is back). The baseline is taken
@@ -65,6 +70,9 @@ HALF_SEND_LIMIT_S = 5.0
 HALF_STALL_S = 0.5
 CPU_WINDOW_S = 2.0
 CPU_LIMIT = 0.10  # fraction of one core
+
+SIGTERM_CLIENTS = 100
+SIGTERM_DEADLINE_S = 6.0  # Options.shutdownTimeout (5 s) and the ServiceGroup's 1 s margin
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 8.0
@@ -496,6 +504,107 @@ def half_closed_idle(server):
           f"{share * 100:.1f}% of one core over {wall:.1f} s (limit {CPU_LIMIT * 100:.0f}%)")
 
 
+# ---------------------------------------------------------------------------- (e) graceful stop
+
+
+def read_to_end(s, limit_s):
+    """Reads until EOF; returns (bytes, how it ended: 'eof', 'reset' or 'timeout')."""
+    s.setblocking(False)
+    got = bytearray()
+    deadline = time.monotonic() + limit_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(got), "timeout"
+        r, _, _ = select.select([s], [], [], left)
+        if not r:
+            continue
+        try:
+            chunk = s.recv(64 * KiB)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            return bytes(got), "reset"
+        if not chunk:
+            return bytes(got), "eof"
+        got += chunk
+
+
+def sigterm_echo(bin_dir, count=SIGTERM_CLIENTS):
+    """(e): gnet-echo with `count` clients connected, each having sent a message and read its
+    echo (its last reply), gets SIGTERM: every client must then see a clean EOF with nothing
+    more, and the process must exit 0 within the graceful deadline."""
+    label = f"(e) SIGTERM with {count} clients connected, gnet-echo"
+    server = Server(bin_dir, "gnet-echo")
+    clients = []
+    try:
+        for i in range(count):
+            s = connect(server.port)
+            message = f"client {i}: my last message\n".encode()
+            reply = exchange(s, message, len(message))
+            if reply != message:
+                raise RuntimeError(f"client {i} got {reply!r} for {message!r}")
+            clients.append(s)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        ends = {}
+        for s in clients:
+            got, end = read_to_end(s, SIGTERM_DEADLINE_S)
+            key = end if not got else f"{end} after {len(got)} unexpected bytes"
+            ends[key] = ends.get(key, 0) + 1
+            s.close()  # ends the server's lingering close at once
+        clients = []
+        try:
+            code = server.proc.wait(timeout=max(0.1, SIGTERM_DEADLINE_S - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - started
+        server.proc.stdout.close()
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(ends.items()))
+        ok = ends == {"eof": count} and code == 0
+        check(label, ok, f"clients saw: {summary}; exit status {code} {took:.2f} s after SIGTERM "
+                         f"(deadline {SIGTERM_DEADLINE_S:.0f} s){'' if ok else server.stderr_tail()}")
+    finally:
+        for s in clients:
+            s.close()
+        server.stop()
+
+
+def sigterm_http_in_flight(bin_dir):
+    """(e): gnet-http gets SIGTERM while one request is half sent and another connection is
+    idle: the idle one sees EOF at once, the request in flight is answered with
+    `Connection: close`, then EOF, and the process exits 0."""
+    label = "(e) SIGTERM with a request in flight, gnet-http"
+    server = Server(bin_dir, "gnet-http")
+    try:
+        idle, busy = connect(server.port), connect(server.port)
+        request = b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n"
+        first = exchange(idle, request, 1)
+        busy.sendall(request[:20])
+        time.sleep(0.2)  # the half request has reached the server
+        server.proc.send_signal(signal.SIGTERM)
+        idle_rest, idle_end = read_to_end(idle, SIGTERM_DEADLINE_S)
+        idle.close()
+        busy.setblocking(True)
+        busy.sendall(request[20:])
+        answer, busy_end = read_to_end(busy, SIGTERM_DEADLINE_S)
+        busy.close()
+        try:
+            code = server.proc.wait(timeout=SIGTERM_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        server.proc.stdout.close()
+        head = answer.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
+        ok = (first.startswith(b"H") and idle_end == "eof" and busy_end == "eof" and code == 0
+              and head.startswith("HTTP/1.1 200") and "\r\nConnection: close" in head
+              and answer.endswith(b"Hello, World!"))
+        check(label, ok, f"idle client: {idle_end}; request in flight: {head.splitlines()[0] if head else 'nothing'}"
+                         f"{' with Connection: close' if 'Connection: close' in head else ''}, then {busy_end}; "
+                         f"exit status {code}{'' if ok else server.stderr_tail()}")
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -669,6 +778,11 @@ def main():
     ])
     run(bin_dir, "gnet-http", None, [("(a) non-reader", lambda s: non_reader(s, "http"))])
     run(bin_dir, "gnet-redis", None, [("(a) non-reader", lambda s: non_reader(s, "redis"))])
+    for name, scenario in (("gnet-echo", sigterm_echo), ("gnet-http", sigterm_http_in_flight)):
+        try:
+            scenario(bin_dir)
+        except (OSError, RuntimeError) as e:
+            check(f"(e) SIGTERM, {name}", False, f"{type(e).__name__}: {e}")
     passed = sum(1 for _, ok, _ in results if ok)
     failed = len(results) - passed
     log(f"(took {time.monotonic() - started:.0f} s)")

@@ -119,7 +119,7 @@ struct DialCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        ExampleServer.bootstrapLogging(verbose: false)
+        ExampleServer.bootstrapLogging(level: .warning)
         let handler = PingHandler(message: Array(message.utf8), rounds: rounds)
         var options = Options()
         options.loops = loops

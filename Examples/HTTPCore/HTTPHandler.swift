@@ -38,6 +38,18 @@ public struct HTTPHandler: EventHandler {
     }
 }
 
+extension HTTPHandler {
+    /// The server is shutting down: an idle keep-alive connection closes at once; one with a
+    /// request arriving answers it with `Connection: close`, then closes.
+    public func onQuiesce(_ c: Connection) -> Action {
+        var state = HTTPConnectionState()
+        if let saved = c.context { state = saved as? HTTPConnectionState ?? state }
+        if state.quiesce(bufferedInput: c.inboundBuffered) { return .close }
+        c.context = state
+        return .none
+    }
+}
+
 /// Writes responses into a connection. Inside `onTraffic` the engine gathers them and sends
 /// them with one system call when the callback returns.
 struct ConnectionOutput: HTTPOutput {

@@ -14,10 +14,27 @@ public struct HTTPConnectionState: Sendable, Hashable {
     /// the body before closing keeps the kernel from resetting the connection over unread
     /// input, which could destroy the response in flight.
     public var closeAfterBody = false
+    /// The server is shutting down (`onQuiesce`) while a request is arriving: answer it with
+    /// `Connection: close`, then close.
+    public var closeAfterNextResponse = false
 
     public init() {}
 
-    public var isIdle: Bool { bodyRemaining == 0 && !closeAfterBody }
+    public var isIdle: Bool { bodyRemaining == 0 && !closeAfterBody && !closeAfterNextResponse }
+
+    /// The server is shutting down. Returns true when the connection may close at once (no
+    /// request is arriving: `bufferedInput` is 0 and no body is owed); otherwise marks the
+    /// request in flight as the last one, to be answered with `Connection: close` (or, when
+    /// its answer has gone and only its body is owed, to close once that has arrived).
+    public mutating func quiesce(bufferedInput: Int) -> Bool {
+        if bodyRemaining > 0 {
+            closeAfterBody = true
+            return false
+        }
+        if bufferedInput == 0 { return true }
+        closeAfterNextResponse = true
+        return false
+    }
 }
 
 /// What `HTTPSession.serve` did with a batch of input.
@@ -62,8 +79,9 @@ public enum HTTPSession {
                 return HTTPServeResult(consumed: input.count, close: true)
 
             case .complete(let head):
+                let last = !head.keepAlive || state.closeAfterNextResponse
                 let field: ConnectionField =
-                    !head.keepAlive ? .close : head.version == .http1_0 ? .keepAlive : .none
+                    last ? .close : head.version == .http1_0 ? .keepAlive : .none
                 let status = HTTPRoutes.status(for: head, in: rest)
                 try output.write(responses.response(status, field, withBody: head.method != .head))
                 pos += head.headLength
@@ -72,10 +90,14 @@ public enum HTTPSession {
                 pos += here
                 if here < head.contentLength {
                     state.bodyRemaining = head.contentLength - here
-                    state.closeAfterBody = !head.keepAlive
+                    state.closeAfterBody = last
+                    state.closeAfterNextResponse = false
                     return HTTPServeResult(consumed: pos, close: false)
                 }
-                if !head.keepAlive { return HTTPServeResult(consumed: pos, close: true) }
+                if last {
+                    state.closeAfterNextResponse = false
+                    return HTTPServeResult(consumed: pos, close: true)
+                }
             }
         }
         return HTTPServeResult(consumed: pos, close: false)

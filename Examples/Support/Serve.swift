@@ -1,15 +1,20 @@
 import GNet
+import GNetLocks
+import GNetServiceLifecycle
 import Glibc
 import Logging
+import ServiceLifecycle
 
 /// What every example server shares: logging set-up, the one-line ready message the
-/// benchmark scripts wait for, and a graceful stop on SIGINT or SIGTERM.
+/// benchmark scripts wait for, and running the engine in a `ServiceGroup` that shuts it down
+/// gracefully on SIGINT or SIGTERM.
 public enum ExampleServer {
-    /// Logs warnings (or, when `verbose`, engine events too) to stderr. Call once, first.
-    public static func bootstrapLogging(verbose: Bool) {
+    /// Logs at `level` and above to stderr (the engine's events are at info and debug; warnings
+    /// are what an operator must act on). Call once, first.
+    public static func bootstrapLogging(level: Logger.Level) {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = verbose ? .info : .warning
+            h.logLevel = level
             return h
         }
     }
@@ -20,10 +25,12 @@ public enum ExampleServer {
     }
 
     /// Blocks SIGINT and SIGTERM on the calling thread and returns that set. Threads started
-    /// afterwards inherit the mask, so only `serve`'s waiter thread receives the signals.
-    /// `serve` calls it; a server that starts threads of its own before `serve` (a worker
-    /// pool) calls it first, or a stop signal may land on one of those threads and be lost
-    /// (or, with the default action, kill the process without a graceful stop). Idempotent.
+    /// afterwards inherit the mask. The `ServiceGroup` that `serve` runs receives the signals
+    /// through a libdispatch signal source, which on Linux reads them from a `signalfd`: that
+    /// sees only signals blocked in every thread, and a thread not blocking them would take the
+    /// signal's default action instead (ending the process without a graceful stop). `serve`
+    /// calls it; a server that starts threads of its own before `serve` (a worker pool) calls
+    /// it first. Idempotent.
     @discardableResult
     public static func blockStopSignals() -> sigset_t {
         var signals = sigset_t()
@@ -34,25 +41,37 @@ public enum ExampleServer {
         return signals
     }
 
-    /// Runs `engine` until SIGINT or SIGTERM, printing
-    /// `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it accepts connections (every
-    /// address, space-separated, when it serves several: `tcp://… udp://… unix://…`).
-    public static func serve(_ engine: Engine) throws {
-        let signals = blockStopSignals()
-        try engine.start()
-        let address = engine.boundAddresses.map(\.description).joined(separator: " ")
-        printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
-        let waiter = SignalWaiter(signals: signals, engine: engine)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { arg in
-            let w = Unmanaged<SignalWaiter>.fromOpaque(arg!).takeRetainedValue()
-            var set = w.signals
-            var received: Int32 = 0
-            sigwait(&set, &received)
-            w.engine.stop()
-            return nil
-        }, Unmanaged.passRetained(waiter).toOpaque())
-        engine.wait()
+    /// Runs `engine` as the one service of a `ServiceGroup` with SIGTERM and SIGINT as graceful
+    /// shutdown signals, printing `listening on tcp://HOST:PORT (poller=NAME, loops=N)` once it
+    /// accepts connections (every address, space-separated, when it serves several:
+    /// `tcp://… udp://… unix://…`), and returns once it has stopped. A graceful shutdown quiesces the
+    /// handler (`onQuiesce`) and closes every connection within `shutdownTimeout`; if the engine
+    /// has not stopped a second after that, the group cancels it, which aborts what is left.
+    /// Blocks the calling thread (the group runs on the concurrency pool); rethrows what
+    /// starting the engine throws.
+    public static func serve(_ engine: Engine, shutdownTimeout: Duration, logger: Logger) throws {
+        blockStopSignals()
+        let service = EngineService(engine) { engine in
+            let address = engine.boundAddresses.map(\.description).joined(separator: " ")
+            printLine("listening on \(address) (poller=\(engine.poller.name), loops=\(engine.loopCount))")
+        }
+        var configuration = ServiceGroupConfiguration(
+            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = shutdownTimeout + .seconds(1)
+        let group = ServiceGroup(configuration: configuration)
+        let outcome = ConditionLocked<Result<Void, any Error>?>(nil, conditions: 1)
+        Task {
+            let result: Result<Void, any Error>
+            do {
+                try await group.run()
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            outcome.withLock { $0 = result }
+            outcome.broadcast(0)
+        }
+        try outcome.withLock(waitingOn: 0, until: { $0 != nil }) { $0! }.get()
     }
 
     /// Writes a line to stdout at once (unbuffered, so a script reading the pipe sees it).
@@ -72,11 +91,4 @@ public enum ExampleServer {
             }
         }
     }
-}
-
-private final class SignalWaiter: @unchecked Sendable {
-    // Immutable after init; handed to exactly one thread.
-    let signals: sigset_t
-    let engine: Engine
-    init(signals: sigset_t, engine: Engine) { self.signals = signals; self.engine = engine }
 }

@@ -1,10 +1,11 @@
 import ArgumentParser
 import GNet
 import GNetTLS
+import Logging
 
 /// The command line every example server takes:
 /// `[--host 127.0.0.1] [--port N] [--addr URL ...] [--loops N] [--reuse-port] [--lb NAME] [--poller NAME]
-/// [--edge-triggered] [--idle-timeout SECONDS] [--verbose]`.
+/// [--edge-triggered] [--idle-timeout SECONDS] [--log-level LEVEL] [--verbose]`.
 public struct ServerOptions: ParsableArguments {
     @Option(help: "The address to listen on.")
     public var host = "127.0.0.1"
@@ -47,7 +48,12 @@ public struct ServerOptions: ParsableArguments {
     @Option(help: "The PEM private key of --tls-cert.")
     public var tlsKey: String?
 
-    @Flag(help: "Log engine events (boot, stop, trouble) to stderr.")
+    @Option(help: ArgumentHelp(
+        "Log messages at this level and above to stderr. Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
+        valueName: "level"))
+    public var logLevel: Logger.Level?
+
+    @Flag(help: "The same as --log-level info.")
     public var verbose = false
 
     public init() {}
@@ -64,16 +70,18 @@ public struct ServerOptions: ParsableArguments {
         }
     }
 
-    /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`).
+    /// Serves `handler` on these options until SIGINT or SIGTERM (see `ExampleServer.serve`),
+    /// logging through a `Logger` labelled `name` at `--log-level`.
     /// An engine error (bad address, port in use, unknown poller, bad option) is printed as
     /// `NAME: what to fix` and exits with status 1, rather than as a usage error.
     public func serve(
         _ name: String, _ handler: some EventHandler, defaultPort: Int,
         configure: (inout Options) -> Void = { _ in }
     ) throws {
-        ExampleServer.bootstrapLogging(verbose: verbose)
+        ExampleServer.bootstrapLogging(level: logLevel ?? (verbose ? .info : .warning))
         do {
             var options = Options()
+            options.logger = Logger(label: name)
             options.loops = loops
             options.reusePort = reusePort
             options.loadBalancing = loadBalancing.value
@@ -85,7 +93,9 @@ public struct ServerOptions: ParsableArguments {
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }
             let addresses = self.addresses.isEmpty ? [ExampleServer.address(host: host, port: port ?? defaultPort)] : self.addresses
-            try ExampleServer.serve(Engine(handler: handler, addresses: addresses, options: options))
+            try ExampleServer.serve(
+                Engine(handler: handler, addresses: addresses, options: options),
+                shutdownTimeout: options.shutdownTimeout, logger: options.logger)
         } catch {
             ExampleServer.printError("\(name): \(error)")
             throw ExitCode.failure
@@ -107,3 +117,5 @@ public enum Balancer: String, ExpressibleByArgument, CaseIterable, Sendable {
         }
     }
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -13,6 +13,8 @@ final class Listener {
     /// Accept trouble (or a datagram socket's errors), logged at most once per
     /// `RateLimitedLog.interval`.
     var trouble = RateLimitedLog()
+    /// The poller refusing to pause or resume this listener, logged likewise.
+    var pollerTrouble = RateLimitedLog()
     /// For a datagram socket, the one connection through which its datagrams are handled
     /// (made when the loop registers its listeners); nil for a stream listener.
     var datagram: Connection? = nil
@@ -78,7 +80,7 @@ extension EventLoop {
                 return
             case .skipped(let error):
                 if let n = l.trouble.occurrence() {
-                    logger.info("a connection failed before it was accepted", metadata: [
+                    logger.debug("a connection failed before it was accepted", metadata: [
                         "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
                 }
             case .exhausted(let error):
@@ -101,7 +103,10 @@ extension EventLoop {
             try poller.modify(l.fd, from: .read, to: [], token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
             l.paused = true
         } catch {
-            logger.error("cannot pause a failing listener", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+            if let n = l.pollerTrouble.occurrence() {
+                logger.error("cannot pause a failing listener", metadata: [
+                    "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+            }
         }
         schedule(after: delay, .resumeAccept(l.fd))
     }
@@ -112,7 +117,10 @@ extension EventLoop {
             try poller.modify(l.fd, from: [], to: .read, token: PollToken(fd: l.fd, generation: Self.listenerGeneration))
             l.paused = false
         } catch {
-            logger.error("cannot resume a listener; retrying", metadata: ["listener": "\(l.bound)", "error": "\(error)"])
+            if let n = l.pollerTrouble.occurrence() {
+                logger.error("cannot resume a listener; retrying every second", metadata: [
+                    "listener": "\(l.bound)", "error": "\(error)", "occurrences": "\(n)"])
+            }
             schedule(after: Self.brokenListenerBackoff, .resumeAccept(l.fd))
         }
     }
@@ -166,7 +174,7 @@ extension EventLoop {
         } catch {
             if let n = socketOptionTrouble.occurrence() {
                 logger.error("cannot watch a new connection; closing it", metadata: [
-                    "loop": "\(index)", "fd": "\(fd)", "error": "\(error)", "occurrences": "\(n)"])
+                    "fd": "\(fd)", "remote": "\(remote.map(\.description) ?? "?")", "error": "\(error)", "occurrences": "\(n)"])
             }
             if registered != [] { try? poller.deregister(fd, interest: registered) }
             inbox.connectionCount.subtract(1, ordering: .relaxed)
@@ -210,8 +218,10 @@ extension EventLoop {
             if let b = options.socketSendBuffer { try c.setSendBuffer(b) }
         } catch {
             if let n = socketOptionTrouble.occurrence() {
-                logger.warning("a socket option from Options was refused for an accepted connection", metadata: [
-                    "error": "\(error)", "occurrences": "\(n)"])
+                var metadata = connectionMetadata(c)
+                metadata["error"] = "\(error)"
+                metadata["occurrences"] = "\(n)"
+                logger.warning("a socket option from Options was refused for an accepted connection", metadata: metadata)
             }
         }
     }

@@ -171,7 +171,7 @@ extension EventLoop {
         do {
             try poller.deregister(d.fd, interest: .write)
         } catch {
-            logger.debug("deregistering a failed dial failed", metadata: ["loop": "\(index)", "fd": "\(d.fd)", "error": "\(error)"])
+            logger.debug("deregistering a failed dial failed", metadata: ["fd": "\(d.fd)", "error": "\(error)"])
         }
         _ = closeDescriptor(d.fd)
         dialFailed(d.request, error)

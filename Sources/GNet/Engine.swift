@@ -36,11 +36,16 @@ import Synchronization
 ///   it made, and the engine is as before: `start()` may be called again (unless a `stop()`
 ///   came meanwhile).
 /// - `stop()` (any thread, any moment) or `Action.shutdown` (a handler, `onBoot` included)
-///   stops gracefully: listeners close, and every connection closes as `close()` would (its
-///   queued output sent, its write side shut down, its peer's EOF awaited — see README
-///   "Closing"), all within `Options.shutdownTimeout`, after which what is left is aborted with
-///   a reset and `GNetError.shutdownTimeout`; every
-///   connection gets its `onClose`; then every loop thread ends. A stop asked for while
+///   stops gracefully: listeners close; every open connection is asked by `onQuiesce` whether
+///   it may close now (the default says yes; a handler with a request in flight finishes it
+///   first and closes then); each connection closes as `close()` would (its queued output
+///   sent, its write side shut down, its peer's EOF awaited — see README "Closing"), all
+///   within `Options.shutdownTimeout`, after which what is left is aborted with a reset and
+///   `GNetError.shutdownTimeout`; every connection gets its `onClose`; then every loop thread
+///   ends. Connections accepted meanwhile are closed unserved.
+/// - `stop(.immediately)` (also after a graceful stop, to cut it short) aborts every
+///   connection at once with a reset (`onClose` gets `GNetError.stoppedImmediately`), and the
+///   loops end. A stop asked for while
 ///   `start()` runs takes effect as soon as the loops exist; one asked for before `start()`
 ///   makes `start()` throw `GNetError.engineState`.
 /// - `wait()` blocks until every loop thread has ended and `onShutdown` has returned.
@@ -71,9 +76,21 @@ public final class Engine: Sendable {
         case stopped
     }
 
+    /// How `stop(_:)` ends the engine's connections.
+    public enum StopMode: Sendable, Hashable, Comparable {
+        /// Stop accepting, let handlers quiesce (`onQuiesce`), close every connection the
+        /// orderly way, abort what is left at `Options.shutdownTimeout`.
+        case gracefully
+        /// Stop accepting and abort every connection now with a reset
+        /// (`GNetError.stoppedImmediately`).
+        case immediately
+    }
+
     private struct State {
         var phase = Phase.created
-        var stopRequested = false
+        /// The hardest stop asked for so far, nil until one is.
+        var stopMode: StopMode? = nil
+        var stopRequested: Bool { stopMode != nil }
         var threads: [LoopThread] = []
         var inboxes: [LoopInbox] = []
         var bound: [SocketAddress] = []
@@ -137,10 +154,17 @@ public final class Engine: Sendable {
     /// returns normally once it has stopped. Throws only what `start()` throws.
     public func run() async throws {
         try start()
+        await stopped(onCancel: .gracefully)
+    }
+
+    /// Suspends (without blocking a thread) until the engine has stopped and `onShutdown` has
+    /// returned; at once if it was never started. Cancelling the task stops the engine with
+    /// `mode`, and this still returns only once it has stopped. Not from a handler.
+    package func stopped(onCancel mode: StopMode) async {
         await withTaskCancellationHandler {
             await waitUntilStopped()
         } onCancel: {
-            self.stop()
+            self.stop(mode)
         }
     }
 
@@ -237,7 +261,7 @@ public final class Engine: Sendable {
         // Nothing can fail from here on. Publish the loops; a stop() asked for while starting
         // found none to tell, so tell them now (they read it before anything else).
         let inboxes = runners.map(\.base.inbox)
-        let stopNow = state.withLock { s -> Bool in
+        let stopNow = state.withLock { s -> StopMode? in
             s.phase = .started
             s.threads = threads
             s.inboxes = inboxes
@@ -245,9 +269,9 @@ public final class Engine: Sendable {
             s.listenerFDs = listenerFDs
             s.loopsRunning = threads.count
             s.bootThread = pthread_self()
-            return s.stopRequested
+            return s.stopMode
         }
-        if stopNow { for inbox in inboxes { inbox.enqueue(.stop) } }
+        if let stopNow { for inbox in inboxes { inbox.enqueue(.stop(stopNow)) } }
         options.logger.info("gnet engine started", metadata: [
             "poller": "\(poller.name)", "loops": "\(options.loops)",
             "addresses": "\(boundAddresses.map(\.description).joined(separator: " "))",
@@ -294,13 +318,20 @@ public final class Engine: Sendable {
         return (bound, listenerFDs)
     }
 
-    /// Stops the engine gracefully (see the type's notes). Returns at once; `wait()` tells when
-    /// it is done. Any thread, any moment: during `start()` it takes effect as soon as the loops
-    /// exist; before `start()` it makes `start()` throw. Calling it again is harmless.
+    /// Stops the engine gracefully (see the type's notes): `stop(.gracefully)`.
     public func stop() {
+        stop(.gracefully)
+    }
+
+    /// Stops the engine (see the type's notes and `StopMode`). Returns at once; `wait()` tells
+    /// when it is done. Any thread, any moment: during `start()` it takes effect as soon as the
+    /// loops exist; before `start()` it makes `start()` throw. Asking again for the same mode
+    /// or a gentler one is harmless; `.immediately` after `.gracefully` cuts the graceful stop
+    /// short.
+    public func stop(_ mode: StopMode) {
         let inboxes = state.withLock { s -> [LoopInbox] in
-            guard !s.stopRequested else { return [] }
-            s.stopRequested = true
+            if let asked = s.stopMode, asked >= mode { return [] }
+            s.stopMode = mode
             switch s.phase {
             case .created:
                 s.phase = .stopped
@@ -311,7 +342,9 @@ public final class Engine: Sendable {
                 return s.inboxes
             }
         }
-        for inbox in inboxes { inbox.enqueue(.stop) }
+        guard !inboxes.isEmpty else { return }
+        options.logger.info("gnet engine stopping", metadata: ["mode": "\(mode)"])
+        for inbox in inboxes { inbox.enqueue(.stop(mode)) }
     }
 
     /// Blocks until the engine has stopped: every loop thread has ended and `onShutdown` has

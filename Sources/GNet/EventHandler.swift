@@ -59,6 +59,16 @@ public protocol EventHandler: Sendable {
     /// called again after another full period of that silence. On the connection's loop thread.
     func onIdle(_ connection: Connection, _ kind: IdleKind) -> Action
 
+    /// The engine is stopping gracefully (`Engine.stop()`, `Action.shutdown`, a service's
+    /// graceful shutdown): its listeners are closed, and each connection still open is asked,
+    /// once, whether it may close now. The default returns `.close`: queued output is sent and
+    /// the peer sees EOF after it. A protocol with a request in flight returns `.none`, finishes
+    /// that request (an HTTP server answers it with `Connection: close`) and then closes the
+    /// connection itself; what is still open at `Options.shutdownTimeout` is aborted with
+    /// `GNetError.shutdownTimeout`. Not called for connections already closing, nor on
+    /// `Engine.stop(.immediately)`. On the connection's loop thread.
+    func onQuiesce(_ connection: Connection) -> Action
+
     /// A datagram of `length` bytes arrived on a `udp` socket but was larger than
     /// `Options.readBufferCapacity`, so only part of it could be received: it is dropped, not
     /// passed to `onTraffic`. `connection.remoteAddress` is its sender (its input is empty;
@@ -83,6 +93,7 @@ extension EventHandler {
     public func onWritabilityChanged(_ connection: Connection) -> Action { .none }
     public func onInputClosed(_ connection: Connection) -> Action { .none }
     public func onIdle(_ connection: Connection, _ kind: IdleKind) -> Action { .close }
+    public func onQuiesce(_ connection: Connection) -> Action { .close }
     public func onTruncatedDatagram(_ connection: Connection, length: Int) -> Action { .none }
     public func onTick() -> (delay: Duration, action: Action) { (.seconds(1), .none) }
     public func onShutdown(_ engine: Engine) {}

@@ -163,7 +163,9 @@ extension EventLoop {
         do {
             try poller.deregister(c.fd, interest: c.interest)
         } catch {
-            logger.debug("deregistering a closing connection failed", metadata: ["fd": "\(c.fd)", "error": "\(error)"])
+            var metadata = connectionMetadata(c)
+            metadata["error"] = "\(error)"
+            logger.debug("deregistering a closing connection failed", metadata: metadata)
         }
         connections[Int(c.fd)] = nil
         connectionCount -= 1

@@ -26,6 +26,8 @@ final class EventLoop {
     let index: Int
     let engine: Engine
     let handler: any EventHandler
+    /// `Options.logger` with this loop's `loop` metadata (its index). Never used on the read
+    /// and write paths.
     let logger: Logger
     let options: Options
     /// This loop's poller, for interest changes. The wait runs on the concrete type (`run`).
@@ -94,7 +96,9 @@ final class EventLoop {
         self.engine = engine
         self.handler = engine.handler
         self.options = engine.options
-        self.logger = engine.options.logger
+        var logger = engine.options.logger
+        logger[metadataKey: "loop"] = "\(index)"
+        self.logger = logger
         self.poller = poller
         self.defaultIdleTimeouts = IdleTimeouts(engine.options)
         self.idleWatch = !defaultIdleTimeouts.isOff
@@ -211,8 +215,8 @@ final class EventLoop {
             completion?(result)
         case .dial(let request):
             startDial(request)
-        case .stop:
-            beginStop()
+        case .stop(let mode):
+            beginStop(mode)
         case .run(let body):
             body()
         case .schedule(let task):
@@ -226,27 +230,60 @@ final class EventLoop {
 
     // MARK: Stopping
 
-    /// Stop accepting; close every open connection the orderly way (send what is queued, shut
-    /// down, linger), bounded by `Options.shutdownTimeout` as a whole.
-    final func beginStop() {
+    /// Stops the loop's share of the engine. `.gracefully`: stop accepting; ask each open
+    /// connection's handler to quiesce (`onQuiesce`: `.close`, the default, closes it the
+    /// orderly way — send what is queued, shut down, linger — and `.none` leaves it to finish
+    /// what it is doing and close itself); bounded by `Options.shutdownTimeout` as a whole.
+    /// `.immediately` (also after a graceful stop began): abort every connection now.
+    final func beginStop(_ mode: Engine.StopMode) {
+        if mode == .immediately {
+            if !stopping { closeListeners() }
+            stopping = true
+            cancelDials(GNetError.engineStopped)
+            let open = connectionCount
+            for case let c? in connections { abort(c, GNetError.stoppedImmediately) }
+            logger.debug("loop stopping immediately", metadata: ["connections": "\(open)"])
+            return
+        }
         guard !stopping else { return }
         stopping = true
         closeListeners()
         cancelDials(GNetError.engineStopped)
-        for case let c? in connections where c.state == .open { requestClose(c, .orderly) }
+        logger.debug("loop stopping gracefully", metadata: ["connections": "\(connectionCount)"])
+        for case let c? in connections where c.state == .open {
+            beginCallback(c)
+            let action = handler.onQuiesce(c)
+            endCallback(c, action)
+        }
         if connectionCount > 0 { schedule(after: options.shutdownTimeout, .stopDeadline) }
     }
 
-    /// The shutdown deadline: what is still closing is closed now; output still queued is
-    /// abandoned with a reset.
+    /// The shutdown deadline: what is still closing is closed now; output still queued, and
+    /// a connection whose handler has not closed it since quiescing, are abandoned with a reset.
     final func stopDeadlinePassed() {
+        var aborted = 0
         for case let c? in connections {
             switch c.state {
-            case .lingering: lingerDeadlinePassed(c)
-            case .open, .draining: abort(c, GNetError.shutdownTimeout)
+            case .lingering:
+                lingerDeadlinePassed(c)
+            case .open, .draining:
+                logger.debug("connection aborted at the shutdown deadline", metadata: connectionMetadata(c))
+                abort(c, GNetError.shutdownTimeout)
+                aborted += 1
             case .closed: break
             }
         }
+        if aborted > 0 {
+            logger.info("shutdown deadline passed; connections aborted", metadata: [
+                "aborted": "\(aborted)", "shutdownTimeout": "\(options.shutdownTimeout)"])
+        }
+    }
+
+    /// `fd` and `remote` of `c`, for a log line about it.
+    final func connectionMetadata(_ c: Connection) -> Logger.Metadata {
+        var m: Logger.Metadata = ["fd": "\(c.fd)"]
+        if let remote = c.remoteAddress { m["remote"] = "\(remote)" }
+        return m
     }
 
     final func closeListeners() {
@@ -322,9 +359,9 @@ final class EventLoop {
                     }
                 }
             } catch {
-                logger.critical("poller failed; stopping the engine", metadata: ["loop": "\(index)", "error": "\(error)"])
+                logger.critical("poller failed; stopping the engine", metadata: ["error": "\(error)"])
                 engine.stop()
-                beginStop()
+                beginStop(.gracefully)
                 break
             }
             if !edgeRetry.isEmpty { retryEdgeReads() }
@@ -335,7 +372,7 @@ final class EventLoop {
         do {
             try poller.close()
         } catch {
-            logger.debug("closing the poller failed", metadata: ["loop": "\(index)", "error": "\(error)"])
+            logger.debug("closing the poller failed", metadata: ["error": "\(error)"])
         }
     }
 }

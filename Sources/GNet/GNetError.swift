@@ -25,6 +25,10 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The engine's shutdown deadline passed before this connection finished closing; queued
     /// output, if any, was abandoned with a reset.
     case shutdownTimeout
+    /// The engine was stopped immediately (`Engine.stop(.immediately)`, or the task of a
+    /// service running it was cancelled): the connection was aborted with a reset, and output
+    /// still queued was abandoned.
+    case stoppedImmediately
     /// A closing connection's output made no progress for `Options.closeTimeout` (the peer
     /// stopped reading): the connection was aborted with a reset, and `unsent` bytes were lost.
     case closeTimeout(unsent: Int)
@@ -70,6 +74,8 @@ public enum GNetError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the event loop has ended because its engine stopped; it takes no more work"
         case .shutdownTimeout:
             return "the engine's shutdown deadline passed before the connection's output was flushed"
+        case .stoppedImmediately:
+            return "the engine was stopped immediately (Engine.stop(.immediately) or a cancelled task); the connection was aborted with a reset"
         case .closeTimeout(let unsent):
             return "the peer read nothing for Options.closeTimeout while the connection was closing; aborted with \(unsent) bytes unsent (raise closeTimeout if peers stall for longer)"
         case .outboundLimitExceeded(let limit):

@@ -21,8 +21,9 @@ enum LoopTask: Sendable {
     case sendDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
     /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
     case dial(DialRequest)
-    /// Stop: close listeners, flush and close connections, end the loop.
-    case stop
+    /// Stop: close listeners; quiesce, flush and close connections (`.gracefully`) or abort
+    /// them (`.immediately`); end the loop.
+    case stop(Engine.StopMode)
     /// Run a closure on the loop thread (`EventLoopHandle.execute`, and the engine's own).
     case run(@Sendable () -> Void)
     /// Arm a timer for a scheduled closure (`EventLoopHandle.schedule`).

@@ -16,8 +16,8 @@ public struct LoopStatistics: Sendable, Hashable {
     /// Connections closed by a timeout: idle (`GNetError.idleTimeout`), a drain that made no
     /// progress (`.closeTimeout`), the engine's shutdown deadline (`.shutdownTimeout`).
     public var closedByTimeout = 0
-    /// Connections aborted with a reset for a limit (`.outboundLimitExceeded`) or by
-    /// `Connection.abort`.
+    /// Connections aborted with a reset for a limit (`.outboundLimitExceeded`), by
+    /// `Connection.abort`, or by `Engine.stop(.immediately)` (`.stoppedImmediately`).
     public var aborted = 0
     /// Bytes read from sockets (and delivered to `onTraffic`).
     public var bytesRead = 0
@@ -57,7 +57,7 @@ extension EventLoop {
         }
         switch error as? GNetError {
         case .idleTimeout?, .closeTimeout?, .shutdownTimeout?: stats.closedByTimeout += 1
-        case .outboundLimitExceeded?, .connectionClosed?, .misuse?: stats.aborted += 1
+        case .outboundLimitExceeded?, .connectionClosed?, .misuse?, .stoppedImmediately?: stats.aborted += 1
         default: stats.closedByError += 1
         }
     }

@@ -74,6 +74,36 @@ struct EndToEndTests {
         }
     }
 
+    @Test("stopping: an idle keep-alive connection closes at once; a request arriving is answered with Connection: close, then closed",
+          arguments: PollerKind.allAvailable)
+    func quiescing(_ poller: PollerKind) async throws {
+        var options = Options()
+        options.poller = poller
+        options.logger.logLevel = .warning
+        let engine = try Engine(handler: HTTPHandler(), addresses: ["tcp://127.0.0.1:0"], options: options)
+        try engine.start()
+        let address = engine.addresses[0]
+        let idle = try Client(address)
+        let busy = try Client(address)
+        let bodyOwed = try Client(address)
+        try idle.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(try idle.receive(responses: 1).first?.header("Connection") == nil)
+        try busy.send("GET /plaintext HTTP/1.1\r\nHost: a\r\n")  // half a head
+        try bodyOwed.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")  // answered, body owed
+        #expect(try bodyOwed.receive(responses: 1).map(\.status) == [404])
+        try await Task.sleep(for: .milliseconds(50))  // the half head has reached the server
+        engine.stop()
+        #expect(try idle.receiveUntilEOF().isEmpty)
+        try busy.send("\r\n")
+        let answered = parseResponses(try busy.receiveUntilEOF())
+        #expect(answered.responses.map(\.status) == [200])
+        #expect(answered.responses.first?.header("Connection") == "close")
+        try bodyOwed.send("56789")
+        #expect(try bodyOwed.receiveUntilEOF().isEmpty)
+        for c in [idle, busy, bodyOwed] { c.shutdownWrite() }
+        try await onThread(timeout: .seconds(5), "the engine's stop") { engine.wait() }
+    }
+
     @Test("two loops, several keep-alive clients, each with its own responses cache")
     func severalLoops() throws {
         try withServer(loops: 2) { address in
@@ -95,6 +125,8 @@ final class Client {
     init(_ address: SocketAddress) throws { socket = try TestClient(address) }
 
     func send(_ s: String) throws { try socket.send(s) }
+
+    func shutdownWrite() { socket.shutdownWrite() }
 
     /// Reads until `count` whole responses have arrived. Throws on EOF or timeout first.
     func receive(responses count: Int) throws -> [ParsedResponse] {

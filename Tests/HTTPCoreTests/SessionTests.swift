@@ -136,6 +136,33 @@ struct SessionTests {
         #expect(f.closed && f.state.isIdle)
     }
 
+    @Test("quiescing: idle closes at once; half a request is answered with Connection: close, then closes")
+    func quiescing() throws {
+        var idle = Feeder()
+        try idle.feed(Self.get)
+        let idleMayClose = idle.state.quiesce(bufferedInput: 0)
+        #expect(idleMayClose)
+
+        var f = Feeder()
+        try f.feed(String(Self.get.prefix(20)))
+        let mayClose = f.state.quiesce(bufferedInput: f.pending.count)
+        #expect(!mayClose && !f.state.isIdle)
+        try f.feed(String(Self.get.dropFirst(20)))
+        #expect(f.text == Self.okClose)
+        #expect(f.closed && f.pending.isEmpty)
+    }
+
+    @Test("quiescing with a body owed: closed once it has arrived")
+    func quiescingBodyOwed() throws {
+        var f = Feeder()
+        try f.feed("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        let mayClose = f.state.quiesce(bufferedInput: 0)
+        #expect(!mayClose && f.state.closeAfterBody)
+        try f.feed("56789")
+        #expect(f.closed && f.state.isIdle)
+        #expect(parseResponses(f.output.bytes).responses.map(\.status) == [404])
+    }
+
     @Test("HTTP/1.0: closes unless keep-alive was asked for")
     func http10() throws {
         var f = Feeder()

@@ -248,7 +248,7 @@ enum FlowControlScenarios {
 
 extension ScriptedHandler {
     /// Bytes offered to `onTraffic` so far (each call counts what was buffered).
-    var trafficBytesSeen: Int { trace.events.reduce(0) { if case .traffic(_, let n) = $1 { return $0 + n } else { return $0 } } }
+    public var trafficBytesSeen: Int { trace.events.reduce(0) { if case .traffic(_, let n) = $1 { return $0 + n } else { return $0 } } }
 
     /// The handle of the first connection opened.
     var firstHandle: ConnectionHandle {

@@ -49,6 +49,7 @@ public final class ScriptedHandler: EventHandler {
     private let writabilityBody: TrafficBody?
     private let inputClosedBody: TrafficBody?
     private let idleBody: (@Sendable (Connection, Int, IdleKind) -> Action)?
+    private let quiesceBody: TrafficBody?
 
     private struct State {
         var trace = Trace()
@@ -61,6 +62,7 @@ public final class ScriptedHandler: EventHandler {
         var trafficBytes = 0
         var closeErrors: [Int: String] = [:]
         var handles: [ConnectionHandle] = []
+        var quiesced: [Int] = []
     }
     private let state = Locked(State())
 
@@ -70,9 +72,11 @@ public final class ScriptedHandler: EventHandler {
         onClose: (@Sendable (Connection, Int, (any Error)?) -> Void)? = nil,
         onWritabilityChanged: TrafficBody? = nil,
         onInputClosed: TrafficBody? = nil,
-        onIdle: (@Sendable (Connection, Int, IdleKind) -> Action)? = nil
+        onIdle: (@Sendable (Connection, Int, IdleKind) -> Action)? = nil,
+        onQuiesce: TrafficBody? = nil
     ) {
         idleBody = onIdle
+        quiesceBody = onQuiesce
         openBody = onOpen
         trafficBody = onTraffic
         closeBody = onClose
@@ -144,6 +148,21 @@ public final class ScriptedHandler: EventHandler {
         let id = liveID(c, "onIdle")
         return idleBody?(c, id, kind) ?? .close
     }
+
+    /// Without an `onQuiesce` body, the protocol's default: close. Recorded in `quiesced`
+    /// (not in the trace, so the traces of scenarios that stop with connections open stay
+    /// as they were).
+    public func onQuiesce(_ c: Connection) -> Action {
+        let id = liveID(c, "onQuiesce")
+        state.withLock { s in
+            if s.quiesced.contains(id) { s.violations.append("second onQuiesce on connection \(id)") }
+            s.quiesced.append(id)
+        }
+        return quiesceBody?(c, id) ?? .close
+    }
+
+    /// The connections `onQuiesce` was called for, by id, in call order.
+    public var quiesced: [Int] { state.withLock { $0.quiesced } }
 
     /// The id of an open connection; records a violation for one without `onOpen` or closed.
     private func liveID(_ c: Connection, _ callback: String) -> Int {
