@@ -15,13 +15,14 @@
 # program (starts with an import) is type-checked against the built modules. No package
 # plugin and no network.
 #
-# Catalogues: GNet, GNetCodec, GNetWorkerPool, GNetAsync, GNetMetrics, GNetTLS, Poller. The example
+# Catalogues: GNet, GNetCodec, GNetWorkerPool, GNetAsync, GNetMetrics, GNetTLS,
+# GNetServiceLifecycle, Poller. The example
 # servers, the conformance library and the test helpers are not documented here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 
-all_modules=(GNet GNetCodec GNetWorkerPool GNetAsync GNetMetrics GNetTLS Poller)
+all_modules=(GNet GNetCodec GNetWorkerPool GNetAsync GNetMetrics GNetTLS GNetServiceLifecycle Poller)
 if (($#)); then modules=("$@"); else modules=("${all_modules[@]}"); fi
 for m in "${modules[@]}"; do
     [ -d "Sources/$m/$m.docc" ] || { echo "docs: no catalogue Sources/$m/$m.docc" >&2; exit 2; }
@@ -41,7 +42,7 @@ started=$(date +%s)
 # from its last compile; the folder is therefore kept between runs. The leaf targets pull in
 # GNet and Poller. (-emit-extension-block-symbols: GNetCodec's extension of GNet's Connection
 # appears as such in GNetCodec's documentation.)
-for target in GNetCodec GNetWorkerPool GNetAsync GNetMetrics GNetTLS; do
+for target in GNetCodec GNetWorkerPool GNetAsync GNetMetrics GNetTLS GNetServiceLifecycle; do
     swift build --scratch-path "$scratch" --target "$target" \
         -Xswiftc -emit-symbol-graph -Xswiftc -emit-symbol-graph-dir -Xswiftc "$graphs" \
         -Xswiftc -emit-extension-block-symbols \
