@@ -16,8 +16,8 @@
 # plugin and no network.
 #
 # Catalogues: GNet, GNetCodec, GNetWorkerPool, GNetAsync, GNetMetrics, GNetTLS,
-# GNetServiceLifecycle, Poller. The example
-# servers, the conformance library and the test helpers are not documented here.
+# GNetServiceLifecycle, Poller: every library product but GNetConformance. The example servers,
+# the conformance library and the test helpers are not documented here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
