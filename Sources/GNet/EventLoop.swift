@@ -346,13 +346,16 @@ final class EventLoop {
             stats.iterations &+= 1
             do {
                 if measureLoopTime {
-                    let waitStarts = ContinuousClock.now
-                    stats.busyTime += waitStarts - turnStarted
+                    stats.busyTime += ContinuousClock.now - turnStarted
+                    var waiting = true
                     _ = try poller.wait(nextTimeout()) { token, events in
-                        if turnStarted < waitStarts { turnStarted = .now } // the first event ends the wait
+                        if waiting { // the first event ends the wait: one clock read a turn
+                            waiting = false
+                            turnStarted = .now
+                        }
                         self.dispatch(token, events)
                     }
-                    if turnStarted < waitStarts { turnStarted = .now }
+                    if waiting { turnStarted = .now }
                 } else {
                     _ = try poller.wait(nextTimeout()) { token, events in
                         self.dispatch(token, events)
