@@ -28,19 +28,8 @@ final class DatagramSendQueue {
 
     init(capacity: Int) {
         self.capacity = capacity
-        msgs = .allocate(capacity: capacity)
-        iovecs = .allocate(capacity: capacity)
-        names = .allocate(capacity: capacity)
+        (msgs, iovecs, names) = linkedMessageHeaders(capacity)
         arenaOffsets = .allocate(capacity: capacity)
-        for i in 0..<capacity {
-            names[i] = sockaddr_storage()
-            iovecs[i] = iovec()
-            var m = cgnet_mmsghdr()
-            m.msg_hdr.msg_iov = iovecs + i
-            m.msg_hdr.msg_iovlen = 1
-            m.msg_hdr.msg_name = UnsafeMutableRawPointer(names + i)
-            msgs[i] = m
-        }
     }
 
     deinit {
@@ -115,4 +104,24 @@ final class DatagramSendQueue {
         count = 0
         arena.reset(keepingCapacityUpTo: Self.arenaLimit)
     }
+}
+
+/// `capacity` message headers for `recvmmsg`/`sendmmsg`, each pointing at its own iovec (empty)
+/// and address slot: the arrays a batch works on, allocated once. The caller deallocates all three.
+func linkedMessageHeaders(_ capacity: Int) -> (
+    UnsafeMutablePointer<cgnet_mmsghdr>, UnsafeMutablePointer<iovec>, UnsafeMutablePointer<sockaddr_storage>
+) {
+    let msgs = UnsafeMutablePointer<cgnet_mmsghdr>.allocate(capacity: capacity)
+    let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: capacity)
+    let names = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: capacity)
+    for i in 0..<capacity {
+        names[i] = sockaddr_storage()
+        iovecs[i] = iovec()
+        var m = cgnet_mmsghdr()
+        m.msg_hdr.msg_iov = iovecs + i
+        m.msg_hdr.msg_iovlen = 1
+        m.msg_hdr.msg_name = UnsafeMutableRawPointer(names + i)
+        msgs[i] = m
+    }
+    return (msgs, iovecs, names)
 }

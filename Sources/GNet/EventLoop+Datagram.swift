@@ -25,19 +25,9 @@ final class DatagramBatch {
     init(capacity: Int, slotSize: Int) {
         self.capacity = capacity
         self.slotSize = slotSize
-        msgs = .allocate(capacity: capacity)
-        iovecs = .allocate(capacity: capacity)
-        names = .allocate(capacity: capacity)
+        (msgs, iovecs, names) = linkedMessageHeaders(capacity)
         slots = .allocate(byteCount: capacity * slotSize, alignment: 16)
-        for i in 0..<capacity {
-            names[i] = sockaddr_storage()
-            iovecs[i] = iovec(iov_base: slots + i * slotSize, iov_len: slotSize)
-            var m = cgnet_mmsghdr()
-            m.msg_hdr.msg_iov = iovecs + i
-            m.msg_hdr.msg_iovlen = 1
-            m.msg_hdr.msg_name = UnsafeMutableRawPointer(names + i)
-            msgs[i] = m
-        }
+        for i in 0..<capacity { iovecs[i] = iovec(iov_base: slots + i * slotSize, iov_len: slotSize) }
     }
 
     deinit {
