@@ -33,6 +33,12 @@ public func withEngine(
     try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
     try await afterStop()
     try handler.checkLifecycle()
+    try checkEngineLeftNothing(descriptorsBefore: descriptorsBefore, listBefore: listBefore)
+}
+
+/// What every stopped engine must leave: no loop thread, and the process's descriptors as they
+/// were before it started (`listBefore` names the new ones in the failure).
+func checkEngineLeftNothing(descriptorsBefore: Int, listBefore: [Int32: String]) throws {
     try expect(threadsNamed("gnet-loop") == 0, "loop threads still running after stop")
     let descriptorsAfter = openDescriptorCount()
     if descriptorsAfter != descriptorsBefore {

@@ -166,13 +166,7 @@ func withDatagramEngine(
     try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
     try await afterStop()
     try handler.checkNoDatagramLifecycle()
-    try expect(threadsNamed("gnet-loop") == 0, "loop threads still running after stop")
-    let descriptorsAfter = openDescriptorCount()
-    if descriptorsAfter != descriptorsBefore {
-        let added = openDescriptors().filter { listBefore[$0.key] != $0.value }.map { "\($0.key)→\($0.value)" }
-        throw ConformanceFailure(
-            "open descriptors: \(descriptorsBefore) before the engine, \(descriptorsAfter) after it stopped; new: \(added.sorted().joined(separator: ", "))")
-    }
+    try checkEngineLeftNothing(descriptorsBefore: descriptorsBefore, listBefore: listBefore)
 }
 
 /// Whether two byte arrays are equal (memcmp: the conformance target is often built for
