@@ -206,18 +206,20 @@ run_http() {
 }
 
 # ---- HTTPS and TLS handshakes -----------------------------------------------------------------
-# New connections per second, each a full TLS handshake (no resumption): `openssl s_time -new`
-# on the load core for HTTPS_SECONDS; the server's CPU time over the run.
-handshake_run() {   # server
-    local server=$1 note
+# New connections per second, each a TLS handshake: full ones (`openssl s_time -new`, scenario
+# "handshakes") or resumed from the first connection's session ticket (`-reuse`, "resumed"), on
+# the load core for HTTP_SECONDS; the server's CPU time over the run.
+handshake_run() {   # server new|reuse
+    local server=$1 mode=$2 note scenario=handshakes
+    [[ $mode == reuse ]] && scenario=resumed
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then
-        record https handshakes "$server" skip "note=${note:-${DEAD[$server]}}"
+        record https "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
         return
     fi
-    local out=$RAW/https-handshakes-${server//\//_}-r$ROUND.txt c0 c1 t0 t1 rc
+    local out=$RAW/https-$scenario-${server//\//_}-r$ROUND.txt c0 c1 t0 t1 rc
     c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
-    timeout $((HTTP_SECONDS + 60)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$SERVER_PORT" -new \
+    timeout $((HTTP_SECONDS + 60)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$SERVER_PORT" "-$mode" \
         -time "$HTTP_SECONDS" -CAfile "$TLS_DIR/ca.pem" >"$out" 2>&1
     rc=$?
     c1=$(cpu_ticks "$SERVER_PID") t1=$(date +%s%N)
@@ -229,23 +231,25 @@ handshake_run() {   # server
     # s_time's own CPU seconds)
     read -r n secs < <(awk '/connections in [0-9.]+ real seconds/ { print $1, $4; exit }' "$out")
     if ((rc != 0)) || [[ -z ${n:-} ]]; then
-        record https handshakes "$server" fail "note=s_time exit $rc: $(tail -n 1 "$out" | cut -c1-100)"
+        record https "$scenario" "$server" fail "note=s_time exit $rc: $(tail -n 1 "$out" | cut -c1-100)"
         return
     fi
     rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
-    record https handshakes "$server" ok "rate=$rate" "work=$n" "cpu_s=$cpu" "wall_s=$wall"
-    say "https r$ROUND handshakes $server: $rate handshakes/s, server CPU ${cpu}s of ${wall}s"
+    record https "$scenario" "$server" ok "rate=$rate" "work=$n" "cpu_s=$cpu" "wall_s=$wall"
+    say "https r$ROUND $scenario $server: $rate handshakes/s, server CPU ${cpu}s of ${wall}s"
 }
 
 run_https() {
-    local server scenario depth order
+    local server scenario depth order mode
     for scenario in "c$HTTP_CONNS 1" "c$HTTP_CONNS-P$PIPELINE $PIPELINE"; do
         read -r scenario depth <<<"$scenario"
         mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
         for server in "${order[@]}"; do http_run "$scenario" "$depth" "$server" https; done
     done
-    mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
-    for server in "${order[@]}"; do handshake_run "$server"; done
+    for mode in new reuse; do
+        mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
+        for server in "${order[@]}"; do handshake_run "$server" "$mode"; done
+    done
 }
 
 # ---- Redis -----------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ public struct ServerOptions: ParsableArguments {
     public var tlsKey: String?
 
     @Option(help: ArgumentHelp(
+        "TLS 1.3 session tickets sent after each full handshake, 0 to 16 (default 2); 0 turns resumption off.",
+        valueName: "count"))
+    public var tlsTickets: Int?
+
+    @Option(help: ArgumentHelp(
         "Log messages at this level and above to stderr. Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
         valueName: "level"))
     public var logLevel: Logger.Level?
@@ -64,6 +69,10 @@ public struct ServerOptions: ParsableArguments {
         }
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        if let n = tlsTickets {
+            guard tlsCert != nil else { throw ValidationError("--tls-tickets applies only with --tls-cert and --tls-key") }
+            guard (0...16).contains(n) else { throw ValidationError("--tls-tickets must be 0 to 16, got \(n)") }
         }
         if let t = idleTimeout, !(t > 0 && t <= 1e9) {
             throw ValidationError("--idle-timeout must be a positive number of seconds (up to 1e9), got \(t)")
@@ -88,7 +97,12 @@ public struct ServerOptions: ParsableArguments {
             options.edgeTriggered = edgeTriggered
             if let idleTimeout { options.idleTimeout = .seconds(idleTimeout) }
             if let tlsCert, let tlsKey {
-                options.tls = try TLSContext(.server(certificateChain: tlsCert, privateKey: tlsKey))
+                var tls = TLSConfiguration.server(certificateChain: tlsCert, privateKey: tlsKey)
+                if let tlsTickets {
+                    tls.sessionTickets = tlsTickets > 0
+                    tls.ticketsPerHandshake = tlsTickets
+                }
+                options.tls = try TLSContext(tls)
             }
             configure(&options)
             if let poller { options.poller = try PollerKind(name: poller) }

@@ -113,7 +113,21 @@ final class ContextBox: @unchecked Sendable {
         }
         // Writes may be partial and the buffer may move between retries: the engine's cork does.
         _ = cgnet_ssl_ctx_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS))
-        if !c.sessionTickets { SSL_CTX_set_options(ctx, cgnet_ssl_op_no_ticket()) }
+        if c.role == .server {
+            guard (0...16).contains(c.ticketsPerHandshake) else {
+                SSL_CTX_free(ctx)
+                throw .invalidConfiguration("ticketsPerHandshake must be 0 to 16, got \(c.ticketsPerHandshake)")
+            }
+            if c.sessionTickets {
+                _ = SSL_CTX_set_num_tickets(ctx, c.ticketsPerHandshake)
+            } else {
+                // No stateless tickets, no stateful ones (TLS 1.3 sends those when tickets are
+                // off), and no cache for TLS 1.2 session IDs: nothing to resume.
+                SSL_CTX_set_options(ctx, cgnet_ssl_op_no_ticket())
+                _ = SSL_CTX_set_num_tickets(ctx, 0)
+                _ = cgnet_ssl_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
+            }
+        }
         if c.role == .client {
             // Clients keep sessions themselves (TLSSession.resumption); no internal cache.
             _ = cgnet_ssl_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_CLIENT))

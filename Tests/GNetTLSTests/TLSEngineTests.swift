@@ -53,7 +53,7 @@ struct TLSEngineTests {
         import socket, ssl, sys, os
         port, mode = int(sys.argv[1]), sys.argv[2]
         ctx = ssl.create_default_context(cafile=sys.argv[3])
-        if mode == "tls12": ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if mode.startswith("tls12"): ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1", "h2"])
         data = os.urandom(1 << 20)
         def once(session=None):
@@ -71,7 +71,7 @@ struct TLSEngineTests {
                     s.unwrap()
                     return session
         first = once()
-        if mode == "resume": once(first)
+        if mode.endswith("resume"): once(first)
         """
 
     func server(_ configure: (inout TLSConfiguration) -> Void = { _ in }, _ handler: TLSEcho = TLSEcho()) throws -> (Engine, Int) {
@@ -117,6 +117,30 @@ struct TLSEngineTests {
             if name == "other.test" { #expect(c.serverName == "other.test") }
         }
         if mode == "resume" { #expect(handler.closed.withLock { $0.last?.resumed } == true) }
+    }
+
+    @Test("tickets per handshake: openssl s_client gets as many as configured; none, and no resumption, with tickets off",
+          arguments: [(true, 1), (true, 2), (true, 3), (false, 2)])
+    func ticketsPerHandshake(_ tickets: Bool, _ count: Int) async throws {
+        let handler = TLSEcho()
+        let (engine, port) = try server({ $0.sessionTickets = tickets; $0.ticketsPerHandshake = count }, handler)
+        defer { engine.stop(); engine.wait() }
+        // -msg prints each handshake message as it is decrypted; tickets come after the handshake.
+        let r = shell("(echo hi; sleep 1) | openssl s_client -connect 127.0.0.1:\(port) -servername localhost -CAfile \(Certs.path("ca.pem")) -tls1_3 -msg 2>&1", timeout: 20)
+        let seen = r.output.split(separator: "\n").filter { $0.hasPrefix("<<<") && $0.contains("NewSessionTicket") }.count
+        #expect(seen == (tickets ? count : 0), "s_client saw \(seen) NewSessionTicket messages:\n\(r.output.suffix(3000))")
+        if !tickets {
+            // Python offers the first connection's session on the second: a full handshake again.
+            let script = "/tmp/gnet-tls-client-\(getpid()).py"
+            let f = fopen(script, "w")
+            fputs(Self.python, f)
+            fclose(f)
+            for mode in ["resume", "tls12-resume"] {
+                let py = shell("python3 \(script) \(port) \(mode) \(Certs.path("ca.pem")) localhost", timeout: 60)
+                #expect(py.status == 0, "python client: \(py.output)")
+                #expect(py.output.split(separator: "\n").last?.hasSuffix(" new") == true, "\(mode): \(py.output)")
+            }
+        }
     }
 
     @Test("openssl s_client talks to the server; our client talks to openssl s_server")

@@ -221,5 +221,12 @@ struct TLSSessionTests {
         var alpn = Certs.server
         alpn.alpnProtocols = [""]
         #expect(throws: TLSError.self) { try TLSContext(alpn) }
+        for count in [-1, 17] {
+            var tickets = Certs.server
+            tickets.ticketsPerHandshake = count
+            var said = "accepted"
+            do { _ = try TLSContext(tickets) } catch { said = "\(error)" }
+            #expect(said.contains("ticketsPerHandshake must be 0 to 16, got \(count)"), "\(count) tickets: \(said)")
+        }
     }
 }
