@@ -20,8 +20,8 @@ CATEGORIES = OrderedDict(
         ("echo", {"title": "Echo", "unit": "msgs", "refs": ["nio-echo", "c-echo"]}),
         ("udp", {"title": "UDP echo (datagrams)", "unit": "dgrams", "refs": ["nio-udp-echo", "c-udp-echo"]}),
         ("http", {"title": "HTTP/1.1 plaintext", "unit": "req", "refs": ["nio-http", "nio-http-raw", "c-http"]}),
-        ("tls", {"title": "TLS echo", "unit": "msgs", "refs": ["nio-tls-echo"]}),
-        ("https", {"title": "HTTPS (TLS) and handshakes", "unit": "req", "refs": ["nio-https"]}),
+        ("tls", {"title": "TLS echo", "unit": "msgs", "refs": ["nio-tls-echo", "c-tls-echo"]}),
+        ("https", {"title": "HTTPS (TLS) and handshakes", "unit": "req", "refs": ["nio-https", "c-tls-echo"]}),
         ("redis", {"title": "Redis protocol (RESP2)", "unit": "req", "refs": ["redis-server"]}),
     ]
 )

@@ -125,9 +125,12 @@ UDP_SERVERS+=(nio-udp-echo c-udp-echo)
 # HTTPS (wrk over TLS) and full TLS handshakes per second: gnet-http with GNetTLS against
 # nio-http with swift-nio-ssl, both with one shared context and the same throwaway certificate.
 HTTPS_SERVERS=("gnet-https/${POLLERS%% *}" nio-https)
+# Handshakes also against the C floor with the same OpenSSL (c-tls-echo: epoll and libssl, nothing
+# else), which tells the library's cost from the engine's.
+HANDSHAKE_SERVERS=("${HTTPS_SERVERS[@]}" c-tls-echo)
 # TLS echo (loadgen --tls): name conns size depth.
 TLS_SCENARIOS=("c1-64B 1 64 1" "c100-64B 100 64 1" "c100-16K 100 16384 1")
-TLS_SERVERS=("gnet-echo-tls/${POLLERS%% *}" nio-tls-echo)
+TLS_SERVERS=("gnet-echo-tls/${POLLERS%% *}" nio-tls-echo c-tls-echo)
 REDIS_SERVERS+=(redis-server)
 
 RESULTS=$HERE/results
@@ -200,6 +203,7 @@ build() {
     $cc -O2 -Wall -pthread -o "$CBIN/c-http" "$HERE/C/http.c" || exit 1
     $cc -O2 -Wall -o "$CBIN/loadgen" "$HERE/C/loadgen.c" -lssl -lcrypto || exit 1
     $cc -O2 -Wall -o "$CBIN/c-udp-echo" "$HERE/C/udp-echo.c" || exit 1
+    $cc -O2 -Wall -pthread -o "$CBIN/c-tls-echo" "$HERE/C/tls-echo.c" -lssl -lcrypto || exit 1
     $cc -O2 -Wall -o "$CBIN/udpgen" "$HERE/C/udpgen.c" -lm || exit 1
     $cc -O2 -Wall -shared -fPIC -o "$CBIN/malloccount.so" "$HERE/C/malloccount.c" || exit 1
     ((BUILD)) || return 0
@@ -278,6 +282,7 @@ print(next((p["state"].get("version", "?") for p in d.get("pins", []) if p["iden
     printf 'order_echo\t%s\n' "${ECHO_SERVERS[*]}"
     printf 'order_udp\t%s\n' "${UDP_SERVERS[*]}"
     printf 'order_https\t%s\n' "${HTTPS_SERVERS[*]}"
+    printf 'order_handshakes\t%s\n' "${HANDSHAKE_SERVERS[*]}"
     printf 'order_tls\t%s\n' "${TLS_SERVERS[*]}"
     printf 'order_http\t%s\n' "${HTTP_SERVERS[*]}"
     printf 'order_redis\t%s\n' "${REDIS_SERVERS[*]}"

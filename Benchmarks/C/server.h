@@ -128,7 +128,7 @@ static void outq_free(struct outq *q) {
  * Writes p[0..n) now, queues what the kernel refuses. Returns 1 if output is now queued,
  * 0 if all was written, -1 if the connection failed.
  */
-static int write_or_queue(int fd, struct outq *q, const char *p, size_t n) {
+static inline int write_or_queue(int fd, struct outq *q, const char *p, size_t n) {
     size_t done = 0;
     if (q->len == q->off) {
         while (done < n) {
@@ -145,7 +145,7 @@ static int write_or_queue(int fd, struct outq *q, const char *p, size_t n) {
 }
 
 /* Writes queued output. Returns 1 if some remains, 0 if the queue is empty, -1 on failure. */
-static int flush_queue(int fd, struct outq *q) {
+static inline int flush_queue(int fd, struct outq *q) {
     while (q->off < q->len) {
         ssize_t w = write(fd, q->data + q->off, q->len - q->off);
         if (w > 0) { q->off += (size_t)w; continue; }

@@ -207,11 +207,12 @@ run_http() {
 
 # ---- HTTPS and TLS handshakes -----------------------------------------------------------------
 # New connections per second, each a TLS handshake: full ones (`openssl s_time -new`, scenario
-# "handshakes") or resumed from the first connection's session ticket (`-reuse`, "resumed"), on
-# the load core for HTTP_SECONDS; the server's CPU time over the run.
+# "handshakes"), or TLS 1.2 ones resuming the first connection's session (`-reuse -tls1_2`,
+# "resumed-tls12": s_time takes its session before TLS 1.3's tickets arrive, so it cannot resume
+# 1.3), on the load core for HTTP_SECONDS; the server's CPU time over the run.
 handshake_run() {   # server new|reuse
-    local server=$1 mode=$2 note scenario=handshakes
-    [[ $mode == reuse ]] && scenario=resumed
+    local server=$1 mode=$2 note scenario=handshakes flags=(-new)
+    [[ $mode == reuse ]] && scenario=resumed-tls12 flags=(-reuse -tls1_2)
     note=$(skip_note "$server")
     if [[ -n $note ]] || ! start_server "$server"; then
         record https "$scenario" "$server" skip "note=${note:-${DEAD[$server]}}"
@@ -219,7 +220,7 @@ handshake_run() {   # server new|reuse
     fi
     local out=$RAW/https-$scenario-${server//\//_}-r$ROUND.txt c0 c1 t0 t1 rc
     c0=$(cpu_ticks "$SERVER_PID") t0=$(date +%s%N)
-    timeout $((HTTP_SECONDS + 60)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$SERVER_PORT" "-$mode" \
+    timeout $((HTTP_SECONDS + 60)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$SERVER_PORT" "${flags[@]}" \
         -time "$HTTP_SECONDS" -CAfile "$TLS_DIR/ca.pem" >"$out" 2>&1
     rc=$?
     c1=$(cpu_ticks "$SERVER_PID") t1=$(date +%s%N)
@@ -232,6 +233,11 @@ handshake_run() {   # server new|reuse
     read -r n secs < <(awk '/connections in [0-9.]+ real seconds/ { print $1, $4; exit }' "$out")
     if ((rc != 0)) || [[ -z ${n:-} ]]; then
         record https "$scenario" "$server" fail "note=s_time exit $rc: $(tail -n 1 "$out" | cut -c1-100)"
+        return
+    fi
+    # s_time prints a character per connection: `r` resumed, `*` full.
+    if [[ $mode == reuse ]] && (($(tr -cd '*' <"$out" | wc -c) > n / 100 + 1)); then
+        record https "$scenario" "$server" fail "note=$(tr -cd '*' <"$out" | wc -c) of $n connections were not resumed"
         return
     fi
     rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
@@ -247,7 +253,7 @@ run_https() {
         for server in "${order[@]}"; do http_run "$scenario" "$depth" "$server" https; done
     done
     for mode in new reuse; do
-        mapfile -t order < <(rotate $((ROUND - 1)) "${HTTPS_SERVERS[@]}")
+        mapfile -t order < <(rotate $((ROUND - 1)) "${HANDSHAKE_SERVERS[@]}")
         for server in "${order[@]}"; do handshake_run "$server" "$mode"; done
     done
 }

@@ -87,7 +87,7 @@ server_bin() {
 loadgen_flags() {   # name
     case $1 in
         gnet-echo-framed/*) echo --framed ;;
-        gnet-echo-tls/* | nio-tls-echo) echo --tls ;;
+        gnet-echo-tls/* | nio-tls-echo | c-tls-echo) echo --tls ;;
     esac
 }
 
@@ -100,7 +100,7 @@ server_command() {   # name port -> CMD
         gnet-echo-udp/*) CMD=("$bin" --addr "udp://127.0.0.1:$2" --loops 1 --poller "${1#*/}") ;;
         gnet-echo-tls/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}"
             --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
-        nio-tls-echo) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1
+        nio-tls-echo | c-tls-echo) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1
             --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
         gnet-https/*) CMD=("$bin" --host 127.0.0.1 --port "$2" --loops 1 --poller "${1#*/}"
             --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key") ;;
