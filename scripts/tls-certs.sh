@@ -7,7 +7,9 @@
 #   client.pem / client.key        a client certificate (CN gnet-client) — signed by the CA
 #   expired.pem / expired.key      localhost, valid only in January 2020 — signed by the CA
 #   selfsigned.pem / selfsigned.key  localhost, self-signed (`openssl req -x509`)
-# Keys are EC P-256, unencrypted. Never use these outside tests.
+#   server-encrypted.key           server.key encrypted (AES-256) with the passphrase in
+#                                  server-encrypted.pass
+# Keys are EC P-256, unencrypted but for server-encrypted.key. Never use these outside tests.
 set -euo pipefail
 dir=${1:-$(mktemp -d /tmp/gnet-tls.XXXXXX)}
 mkdir -p "$dir"
@@ -48,4 +50,6 @@ rm -rf expired.csr ca.cnf ca-db ca.srl
 key selfsigned.key
 quiet openssl req -x509 -new -key selfsigned.key -subj "/CN=localhost" -days 825 -out selfsigned.pem \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
+printf 'gnet-test-passphrase' >server-encrypted.pass
+quiet openssl pkey -in server.key -aes256 -passout file:server-encrypted.pass -out server-encrypted.key
 echo "$dir"

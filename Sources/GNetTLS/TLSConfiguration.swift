@@ -33,13 +33,18 @@ public struct TLSConfiguration: Sendable, Hashable {
         case file(String)
     }
 
-    /// A certificate chain and its private key, both PEM files.
+    /// A certificate chain and its private key, both PEM files; the key may be encrypted
+    /// (`openssl pkey -aes256`), with `privateKeyPassphrase` to decrypt it. A passphrase is
+    /// never asked for on a terminal: an encrypted key without one is a typed error.
     public struct Identity: Sendable, Hashable {
         public var certificateChain: String
         public var privateKey: String
-        public init(certificateChain: String, privateKey: String) {
+        /// The passphrase of an encrypted `privateKey` (nil: the key is not encrypted).
+        public var privateKeyPassphrase: String?
+        public init(certificateChain: String, privateKey: String, privateKeyPassphrase: String? = nil) {
             self.certificateChain = certificateChain
             self.privateKey = privateKey
+            self.privateKeyPassphrase = privateKeyPassphrase
         }
     }
 

@@ -133,10 +133,24 @@ final class ContextBox: @unchecked Sendable {
             _ = cgnet_ssl_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_CLIENT))
         }
         if let identity {
+            // OpenSSL's own passphrase callback reads the terminal: a server must never wait on
+            // one. Ours hands over the configured passphrase, or none (decryption then fails).
+            let passphrase = identity.privateKeyPassphrase.map { strdup($0) }
+            SSL_CTX_set_default_passwd_cb(ctx, passphraseCallback)
+            SSL_CTX_set_default_passwd_cb_userdata(ctx, passphrase.map { UnsafeMutableRawPointer($0) } ?? nil)
+            defer {
+                SSL_CTX_set_default_passwd_cb_userdata(ctx, nil)
+                if let passphrase { free(passphrase) }
+            }
             guard SSL_CTX_use_certificate_chain_file(ctx, identity.certificateChain) == 1 else {
                 throw fail("cannot load the certificate chain \(identity.certificateChain)")
             }
             guard SSL_CTX_use_PrivateKey_file(ctx, identity.privateKey, SSL_FILETYPE_PEM) == 1 else {
+                if Self.isEncrypted(identity.privateKey) {
+                    throw fail(identity.privateKeyPassphrase == nil
+                        ? "the private key \(identity.privateKey) is encrypted: give its passphrase (Identity.privateKeyPassphrase)"
+                        : "cannot decrypt the private key \(identity.privateKey): wrong passphrase?")
+                }
                 throw fail("cannot load the private key \(identity.privateKey), or it does not match the certificate \(identity.certificateChain)")
             }
             guard SSL_CTX_check_private_key(ctx) == 1 else {
@@ -166,8 +180,30 @@ final class ContextBox: @unchecked Sendable {
         return ctx
     }
 
+    /// Whether a PEM file holds an encrypted key (PKCS#8 or the traditional header).
+    private static func isEncrypted(_ path: String) -> Bool {
+        guard let f = fopen(path, "r") else { return false }
+        defer { fclose(f) }
+        var head = [UInt8](repeating: 0, count: 1 << 16)
+        let n = fread(&head, 1, head.count, f)
+        let text = String(decoding: head[..<n], as: UTF8.self)
+        return text.contains("BEGIN ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED")
+    }
+
     /// The SSL_CTX for an SNI name (the default when none matches).
     func context(forServerName name: String) -> OpaquePointer? { byName[name.lowercased()] }
+}
+
+/// PEM passphrases: the NUL-terminated one in `userdata`, or none (nil userdata), so loading
+/// an encrypted key fails instead of prompting.
+private func passphraseCallback(
+    _ buffer: UnsafeMutablePointer<CChar>?, _ size: Int32, _ writing: Int32, _ userdata: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let buffer, let userdata, size > 0 else { return 0 }
+    let passphrase = userdata.assumingMemoryBound(to: CChar.self)
+    let n = min(strlen(passphrase), Int(size))
+    memcpy(buffer, passphrase, n)
+    return Int32(n)
 }
 
 /// ALPN selection (server): the first of our protocols the client offers.

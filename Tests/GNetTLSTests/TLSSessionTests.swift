@@ -208,6 +208,32 @@ struct TLSSessionTests {
         try still.handshake()
     }
 
+    @Test("an encrypted private key: loaded with its passphrase; a typed error without it or with a wrong one, never a prompt")
+    func encryptedKey() throws {
+        func server(_ passphrase: String?) -> TLSConfiguration {
+            var c = TLSConfiguration(role: .server)
+            c.identity = .init(certificateChain: Certs.path("server.pem"), privateKey: Certs.path("server-encrypted.key"),
+                               privateKeyPassphrase: passphrase)
+            return c
+        }
+        let good = try link(server: server("gnet-test-passphrase"))
+        try good.handshake()
+        func refusal(_ passphrase: String?) -> String {
+            do { _ = try TLSContext(server(passphrase)) } catch { return "\(error)" }
+            return "accepted"
+        }
+        // OpenSSL's default callback would read a passphrase from the terminal: with stdin not
+        // a terminal it fails, on one it would wait — either way not this message.
+        let missing = refusal(nil)
+        #expect(missing.contains("is encrypted: give its passphrase"), "\(missing)")
+        let wrong = refusal("not-the-passphrase")
+        #expect(wrong.contains("wrong passphrase"), "\(wrong)")
+        // A passphrase given for a key that has none is not needed and does no harm.
+        var plain = Certs.server
+        plain.identity?.privateKeyPassphrase = "unused"
+        try link(server: plain).handshake()
+    }
+
     @Test("unusable configurations are typed errors naming the problem")
     func invalid() throws {
         #expect(throws: TLSError.self) { try TLSContext(TLSConfiguration(role: .server)) }
