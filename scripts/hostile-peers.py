@@ -24,6 +24,10 @@ port from the ready line), and checks:
       process exits 0 within 6 s (shutdownTimeout and the ServiceGroup's margin). gnet-http
       gets SIGTERM with a request half sent: it is answered with Connection: close, then EOF,
       while an idle keep-alive connection sees EOF at once.
+  (f) stalled TLS handshakes: 300 peers send the first bytes of a ClientHello to gnet-echo
+      --tls-cert … --tls-handshake-timeout 2 and stop. A real TLS client gets 64 KiB echoed
+      within 2 s meanwhile, the server uses under 10% of one core while they stall, and every
+      stalled peer is closed by the server (EOF or reset) by 5 s, its descriptor returned.
 
 "Near the baseline" (a): within RECOVER_SLACK (1 MiB) of the RSS measured before the attack,
 once the server has closed the connection (its descriptor count is back). The baseline is taken
@@ -504,6 +508,61 @@ def half_closed_idle(server):
           f"{share * 100:.1f}% of one core over {wall:.1f} s (limit {CPU_LIMIT * 100:.0f}%)")
 
 
+# ---------------------------------------------------------------------------- (f) stalled TLS handshakes
+
+
+FLOOD_PEERS = 300
+FLOOD_TIMEOUT_S = 2.0  # the server's --tls-handshake-timeout
+FLOOD_SERVE_LIMIT_S = 2.0
+
+
+def stalled_handshakes(server):
+    """(f): 300 peers each send the first bytes of a ClientHello and stop (slowloris on the
+    handshake). Meanwhile a real TLS client is served at once and the server spins no CPU; at
+    the handshake timeout every stalled peer is closed and its descriptor is back."""
+    label = f"(f) stalled-handshake flood, {server.label}"
+    base = server.fd_count()
+    peers = []
+    for _ in range(FLOOD_PEERS):
+        p = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        p.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]))  # a 512-byte record promised, 2 sent
+        peers.append(p)
+    started = time.monotonic()
+    while server.fd_count() - base < FLOOD_PEERS and time.monotonic() - started < 2:
+        time.sleep(SAMPLE_S)
+    held = server.fd_count() - base
+    t0 = time.monotonic()
+    c = connect(server.port, server.tls_ca)
+    payload = random.Random(6).randbytes(64 * KiB)
+    echoed = exchange(c, payload, len(payload), FLOOD_SERVE_LIMIT_S)
+    served = time.monotonic() - t0
+    c.close()
+    cpu0, w0 = server.cpu(), time.monotonic()
+    time.sleep(min(1.0, FLOOD_TIMEOUT_S / 2))
+    share = (server.cpu() - cpu0) / (time.monotonic() - w0)
+    # Each stalled peer sees its connection end (EOF or reset) once the timeout passes.
+    ended, deadline = 0, started + FLOOD_TIMEOUT_S + 3
+    for p in peers:
+        p.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if p.recv(1) == b"":
+                ended += 1
+        except ConnectionResetError:
+            ended += 1
+        except (socket.timeout, OSError):
+            pass
+        p.close()
+    time.sleep(0.2)
+    left = server.fd_count() - base
+    log(f"      {label}: {held} stalled handshakes held, a real client served 64 KiB in {served * 1000:.0f} ms, "
+        f"server CPU {share * 100:.1f}% of one core while they stalled, {ended}/{len(peers)} closed by the "
+        f"server by {FLOOD_TIMEOUT_S + 3:.0f} s, {left} descriptors above the start")
+    check(label, echoed == payload and served < FLOOD_SERVE_LIMIT_S and share < CPU_LIMIT
+          and ended == len(peers) and left <= 1,
+          f"served {served:.2f} s (limit {FLOOD_SERVE_LIMIT_S:.0f}), CPU {share * 100:.1f}%, "
+          f"{ended}/{len(peers)} closed, {left} descriptors left")
+
+
 # ---------------------------------------------------------------------------- (e) graceful stop
 
 
@@ -767,8 +826,11 @@ def main():
     certs = tempfile.mkdtemp(prefix="gnet-hostile-tls-")
     if subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls-certs.sh"), certs],
                       capture_output=True).returncode == 0:
-        run(bin_dir, "gnet-echo", None, [("(a) non-reader", lambda s: non_reader(s, "echo"))],
-            extra=("--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server.key"))
+        run(bin_dir, "gnet-echo", None, [
+            ("(a) non-reader", lambda s: non_reader(s, "echo")),
+            ("(f) stalled-handshake flood", stalled_handshakes),
+        ], extra=("--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server.key",
+                  "--tls-handshake-timeout", f"{FLOOD_TIMEOUT_S:g}"))
     else:
         check("TLS certificates (scripts/tls-certs.sh)", False, "could not make them; is openssl installed?")
     # The async layer: a task per connection, backpressure through its chunk buffer and writes.

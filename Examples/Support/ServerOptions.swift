@@ -54,6 +54,11 @@ public struct ServerOptions: ParsableArguments {
     public var tlsTickets: Int?
 
     @Option(help: ArgumentHelp(
+        "Close a connection whose TLS handshake takes longer than this many seconds (default 10).",
+        valueName: "seconds"))
+    public var tlsHandshakeTimeout: Double?
+
+    @Option(help: ArgumentHelp(
         "Log messages at this level and above to stderr. Default: warning (what an operator must act on); info adds the engine's start and stop, debug each loop's.",
         valueName: "level"))
     public var logLevel: Logger.Level?
@@ -73,6 +78,10 @@ public struct ServerOptions: ParsableArguments {
         if let n = tlsTickets {
             guard tlsCert != nil else { throw ValidationError("--tls-tickets applies only with --tls-cert and --tls-key") }
             guard (0...16).contains(n) else { throw ValidationError("--tls-tickets must be 0 to 16, got \(n)") }
+        }
+        if let t = tlsHandshakeTimeout {
+            guard tlsCert != nil else { throw ValidationError("--tls-handshake-timeout applies only with --tls-cert and --tls-key") }
+            guard t > 0 && t <= 3600 else { throw ValidationError("--tls-handshake-timeout must be a positive number of seconds (up to 3600), got \(t)") }
         }
         if let t = idleTimeout, !(t > 0 && t <= 1e9) {
             throw ValidationError("--idle-timeout must be a positive number of seconds (up to 1e9), got \(t)")
@@ -102,6 +111,7 @@ public struct ServerOptions: ParsableArguments {
                     tls.sessionTickets = tlsTickets > 0
                     tls.ticketsPerHandshake = tlsTickets
                 }
+                if let tlsHandshakeTimeout { tls.handshakeTimeout = .milliseconds(Int64(tlsHandshakeTimeout * 1000)) }
                 options.tls = try TLSContext(tls)
             }
             configure(&options)
