@@ -68,7 +68,7 @@ public final class TLSSession {
     /// Advances the handshake with the input offered. Throws when it fails.
     public func handshake() throws(TLSError) -> Step {
         guard !handshakeComplete else { return .done }
-        ERR_clear_error()
+        clearErrors()
         let rc = SSL_do_handshake(ssl)
         if rc == 1 {
             handshakeComplete = true
@@ -105,7 +105,7 @@ public final class TLSSession {
     /// Decrypts plaintext into `buffer`. Throws `TLSError.truncated` when the TCP connection
     /// ended without close_notify, `.protocolError` for a bad record.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TLSError) -> ReadResult {
-        ERR_clear_error()
+        clearErrors()
         let n = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
         if n > 0 { return .bytes(Int(n)) }
         switch SSL_get_error(ssl, n) {
@@ -126,7 +126,7 @@ public final class TLSSession {
     public func write(_ plaintext: UnsafeRawBufferPointer) throws(TLSError) {
         var offset = 0
         while offset < plaintext.count {
-            ERR_clear_error()
+            clearErrors()
             let n = SSL_write(ssl, plaintext.baseAddress! + offset, Int32(clamping: plaintext.count - offset))
             guard n > 0 else { throw .protocolError(TLSError.drainErrors("SSL_write failed")) }
             offset += Int(n)
@@ -135,7 +135,7 @@ public final class TLSSession {
 
     /// Sends close_notify (once).
     public func close() {
-        ERR_clear_error()
+        clearErrors()
         if SSL_shutdown(ssl) < 0 { _ = TLSError.drainErrors("") }
     }
 
@@ -236,4 +236,12 @@ private func bioCtrl(_ bio: OpaquePointer?, _ command: Int32, _ larg: Int, _ par
     case BIO_CTRL_PENDING, BIO_CTRL_WPENDING: return 0
     default: return 0
     }
+}
+
+/// Empties this thread's OpenSSL error queue before a call whose outcome `SSL_get_error` reads
+/// (an error left by other code on the thread would be taken for the call's). Only looks when
+/// the queue is empty, the usual case: clearing it walks every slot.
+@inline(__always)
+private func clearErrors() {
+    if ERR_peek_error() != 0 { ERR_clear_error() }
 }
