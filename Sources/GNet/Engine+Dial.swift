@@ -50,8 +50,8 @@ extension Engine {
             completion(.failure(error))
             return
         }
-        if target.network.isDatagram {
-            completion(.failure(GNetError.invalidAddress(address, reason: "dialling datagram sockets (udp, unixgram) is not supported yet; dial tcp://, tcp4://, tcp6:// or unix://")))
+        if target.network.isDatagram && layer != nil {
+            completion(.failure(GNetError.invalidAddress(address, reason: "TLS needs a stream (DTLS is not supported); dial tcp://, tcp4://, tcp6:// or unix://")))
             return
         }
         guard timeout > .zero else {
