@@ -34,22 +34,11 @@ extension EventLoop {
     final func handleConnectedDatagram(_ c: Connection, _ events: IOEvents) {
         guard c.state == .open else { return }
         if !events.isDisjoint(with: [.error, .reset]) {
-            // Reading SO_ERROR clears it: reported once, never a busy loop.
-            let e = Socket.getOption(c.fd, SOL_SOCKET, SO_ERROR) ?? 0
-            if e != 0 {
-                connectedDatagramFailed(c, SystemError("datagram socket", errno: e))
-                guard c.state == .open else { return }
-            }
+            takeDatagramSocketError(c)
+            guard c.state == .open else { return }
         }
         guard events.contains(.read), c.interest.contains(.read), let batch = datagramBatch else { return }
-        batch.reset()
-        let n: Int
-        do {
-            n = try Socket.receiveBatch(c.fd, batch.msgs, batch.capacity)
-        } catch {
-            connectedDatagramFailed(c, error)
-            return
-        }
+        let n = receiveDatagrams(c, into: batch)
         guard n > 0 else { return }
         c.lastRead = clock
         handOver(c, batch, count: n, listener: nil)

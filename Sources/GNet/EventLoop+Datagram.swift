@@ -108,23 +108,31 @@ extension EventLoop {
 
     /// The datagram socket `l` is ready: clear a reported error, then receive one batch.
     final func handleDatagramSocket(_ l: Listener, _ c: Connection, _ events: IOEvents) {
-        if !events.isDisjoint(with: [.error, .reset]) {
-            // Reading SO_ERROR clears it, so a queued ICMP error is reported once, not forever.
-            let e = Socket.getOption(l.fd, SOL_SOCKET, SO_ERROR) ?? 0
-            if e != 0 { datagramTrouble(c, SystemError("datagram socket", errno: e)) }
-        }
+        if !events.isDisjoint(with: [.error, .reset]) { takeDatagramSocketError(c) }
         guard events.contains(.read), !l.paused, c.state == .open, let batch = datagramBatch else { return }
-        batch.reset()
-        let n: Int
-        do {
-            n = try Socket.receiveBatch(l.fd, batch.msgs, batch.capacity)
-        } catch {
-            // ECONNREFUSED and kin: an earlier send's ICMP error, reported by this receive.
-            datagramTrouble(c, error)
-            return
-        }
+        let n = receiveDatagrams(c, into: batch)
         guard n > 0 else { return }
         handOver(c, batch, count: n, listener: l)
+    }
+
+    /// Reads (and so clears) the error the poller reported on `c`'s socket, and reports it
+    /// (`datagramTrouble`): a queued ICMP error is reported once, never a busy loop.
+    final func takeDatagramSocketError(_ c: Connection) {
+        let e = Socket.getOption(c.fd, SOL_SOCKET, SO_ERROR) ?? 0
+        if e != 0 { datagramTrouble(c, SystemError("datagram socket", errno: e)) }
+    }
+
+    /// Receives one batch from `c`'s socket into `batch`: how many datagrams, 0 when none
+    /// waited or the receive failed (then reported: `ECONNREFUSED` and kin are an earlier
+    /// send's ICMP error, reported by this receive).
+    final func receiveDatagrams(_ c: Connection, into batch: DatagramBatch) -> Int {
+        batch.reset()
+        do {
+            return try Socket.receiveBatch(c.fd, batch.msgs, batch.capacity)
+        } catch {
+            datagramTrouble(c, error)
+            return 0
+        }
     }
 
     /// Lends the `n` datagrams of `batch` to `onTraffic` one by one, then sends what the
@@ -207,7 +215,7 @@ extension EventLoop {
     /// An error of `c`'s socket (reported by the poller, a receive or a batch's send): a
     /// listener's socket logs it and serves on; a dialled one closes when it means the peer
     /// is gone (`connectedDatagramFailed`).
-    private final func datagramTrouble(_ c: Connection, _ error: any Error) {
+    final func datagramTrouble(_ c: Connection, _ error: any Error) {
         if c.connectedDatagram {
             connectedDatagramFailed(c, error)
             return

@@ -363,10 +363,7 @@ enum UDPClientScenarios {
             try await ClientScenarios.expectFailure("a udp dial after stop", {
                 if case GNetError.engineStopped = $0 { return true } else { return false }
             }) { _ = try await client.dial(address) }
-            try expect(threadsNamed("gnet-loop") == 1, "\(threadsNamed("gnet-loop")) loop threads after the client stopped, not the server's one")
-            let after = openDescriptorCount()
-            let added = openDescriptors().filter { listBefore[$0.key] != $0.value }.map { "\($0.key)→\($0.value)" }
-            try expect(after == before, "open descriptors: \(before) before the client, \(after) after it stopped; new: \(added.sorted())")
+            try checkEngineLeftNothing(descriptorsBefore: before, listBefore: listBefore, loopThreads: 1) // the server's
         }
         return nil
     }
