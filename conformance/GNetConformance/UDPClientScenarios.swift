@@ -16,6 +16,7 @@ enum UDPClientScenarios {
         Scenario("client.udp-chosen-loop-and-8-threads", .engine, run: chosenLoopAndThreads),
         Scenario("client.udp-outside-life-and-stop", .engine, run: outsideLifeAndStop),
         Scenario("client.udp-close-from-handler-and-handle", .engine, run: closes),
+        Scenario("client.udp-idle-timeout-and-counts", .engine, run: idleAndCounts),
     ]
 
     /// The datagrams of the echo scenario: sizes 1…1400 from a fixed seed, bytes from a
@@ -420,6 +421,49 @@ enum UDPClientScenarios {
                 }) { try await byHandle.write([4]) }
                 let closed = recorder.closed.withLock { $0 }
                 try expect(closed == [1: "", 2: "", 3: ""], "onClose errors \(closed), not none for 1, 2 and 3")
+            }
+        }
+        return nil
+    }
+
+    /// A peer that never answers: with `Options.readIdleTimeout` 150 ms the dialled connection
+    /// gets `onIdle(.read)` and closes with `GNetError.idleTimeout(.read)`, no earlier than the
+    /// timeout; while open it counts on its loop (`loops[i].connectionCount`, `connectionCount`),
+    /// and `connection.loop` runs work in order with its callbacks.
+    static func idleAndCounts(_ kind: PollerKind) async throws -> Trace? {
+        let silent = DatagramHandler { c in
+            c.discard(c.inboundBuffered)
+            return .none
+        }
+        try await withDatagramEngine(kind, silent) { engine in
+            let address = "udp://127.0.0.1:\(engine.addresses[0].port!)"
+            let idle = Locked<(kind: IdleKind?, closed: String?, at: ContinuousClock.Instant?)>((nil, nil, nil))
+            let ranOnLoop = Locked(false)
+            let handler = ScriptedHandler(
+                onOpen: { c, _ in
+                    let loop = c.loop
+                    _ = loop.execute { ranOnLoop.withLock { $0 = loop.inEventLoop } }
+                    return (Array("hello?".utf8), .none)
+                },
+                onClose: { _, _, error in
+                    idle.withLock { $0.closed = error.map { "\($0)" } ?? "nil"; $0.at = .now }
+                },
+                onIdle: { _, _, kind in
+                    idle.withLock { $0.kind = kind }
+                    return .close
+                })
+            try await ClientScenarios.withClient(kind, handler, configure: { $0.loops = 2; $0.readIdleTimeout = .milliseconds(150) }) { client in
+                let opened = ContinuousClock.now
+                _ = try await client.dial(address, on: client.loops[1])
+                try expect(client.loops[1].connectionCount == 1 && client.loops[0].connectionCount == 0 && client.connectionCount == 1,
+                           "counts while open: loop 0 \(client.loops[0].connectionCount), loop 1 \(client.loops[1].connectionCount)")
+                try await eventually("the idle timeout to close the connection", timeout: .seconds(3)) { idle.withLock { $0.at } != nil }
+                let (kind, closed, at) = idle.withLock { $0 }
+                try expect(kind == .read, "onIdle got \(String(describing: kind)), not .read")
+                try expect(closed == "\(GNetError.idleTimeout(.read))", "onClose got \(closed ?? "?"), not the read-idle timeout")
+                try expect(at! - opened >= .milliseconds(150), "the 150 ms read-idle timeout closed after \(at! - opened)")
+                try expect(ranOnLoop.withLock { $0 }, "connection.loop's execute did not run on the connection's loop")
+                try await eventually("the counts back to 0") { client.connectionCount == 0 && client.loops[1].connectionCount == 0 }
             }
         }
         return nil
