@@ -81,6 +81,10 @@ final class DatagramBatch {
 /// (`Engine.truncatedDatagrams`), logged rate-limited, and reported by `onTruncatedDatagram`.
 /// Socket errors (an ICMP error queued on the socket) are logged rate-limited and cleared; they
 /// never close the socket.
+///
+/// Dialled datagram sockets (`EventLoop+ConnectedDatagram.swift`) use the same arrays, the
+/// same receive and hand-over (`receiveDatagrams`, `handOver`) and the same sends; their peer
+/// is fixed (sends name no address), and an error meaning the peer is gone closes them.
 extension EventLoop {
     /// The most address space a loop's receive slots take (`datagramBatchSize` ×
     /// `readBufferCapacity`, the batch made smaller if need be).
