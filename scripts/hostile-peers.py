@@ -18,7 +18,9 @@ port from the ready line), and checks:
       over ~2 s the server may use under 10% of one core. Then the client resets.
   (d) mixed listeners: gnet-echo --addr tcp://… --addr udp://… --addr unix://… echoes on all
       three at once; then a UDP flood (20,000 datagrams of 1,400 bytes whose echoes are never
-      read) may grow its RSS by at most 16 MiB, and all three still echo after it.
+      read) may grow its RSS by at most 16 MiB, and all three still echo after it. Then
+      gnet-dial dials its udp address (20 connections × 20 round trips, every echo checked),
+      and a udp port nobody serves, which must be refused at once.
   (e) graceful stop: gnet-echo with 100 clients connected, each having sent a message and read
       its echo, gets SIGTERM; every client sees EOF with nothing after its last reply, and the
       process exits 0 within 6 s (shutdownTimeout and the ServiceGroup's margin). gnet-http
@@ -747,6 +749,7 @@ def mixed_listeners(bin_dir):
               f"{mib(peak - baseline)} over the baseline {mib(baseline)} (limit {mib(RSS_GROWTH_LIMIT)})")
         failures = echo_everywhere(server, udp_port, unix_path, "after")
         check("(d) udp flood: tcp, udp and unix still echo", not failures, "; ".join(failures) or "all three echoed")
+        dial_udp(bin_dir, udp_port)
     finally:
         code = server.stop()
         if code != 0:
@@ -775,6 +778,27 @@ def dial_client(bin_dir):
         check("gnet-dial to a closed port", p.returncode == 1 and "refused" in err and took < 5,
               f"exit {p.returncode} after {took:.1f} s: {err}")
     return scenario
+
+
+def dial_udp(bin_dir, udp_port):
+    """gnet-dial over udp against the udp listener of (d): 20 dialled datagram connections on
+    two loops, 20 round trips each, every echo checked; and a udp port nobody serves, whose
+    ICMP refusal must end the client at once with a typed error."""
+    path = os.path.join(bin_dir, "gnet-dial")
+    args = [path, f"udp://127.0.0.1:{udp_port}", "--connections", "20", "--rounds", "20", "--loops", "2"]
+    p = subprocess.run(args, capture_output=True, timeout=60)
+    out = p.stdout.decode(errors="replace").strip()
+    check("(d) gnet-dial over udp", p.returncode == 0 and out.startswith("20 of 20 connections"),
+          f"exit {p.returncode}: {out} {p.stderr.decode(errors='replace').strip()}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    started = time.monotonic()
+    p = subprocess.run([path, f"udp://127.0.0.1:{closed}", "--timeout", "10"], capture_output=True, timeout=30)
+    err = p.stderr.decode(errors="replace").strip()
+    took = time.monotonic() - started
+    check("(d) gnet-dial over udp to a closed port", p.returncode == 1 and "refused" in err and took < 5,
+          f"exit {p.returncode} after {took:.1f} s: {err}")
 
 
 def run(bin_dir, name, poller, scenarios, extra=()):

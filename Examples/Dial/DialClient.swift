@@ -82,11 +82,14 @@ struct DialCommand: AsyncParsableCommand {
         commandName: "gnet-dial",
         abstract: "An echo client on swift-gnet's Client: dials, pings, checks every byte.",
         discussion: """
-            Dials ADDRESS (tcp://HOST:PORT, tcp6://[HOST]:PORT or unix:///PATH) with --connections \
+            Dials ADDRESS (tcp://HOST:PORT, tcp6://[HOST]:PORT, unix:///PATH, or a datagram \
+            address: udp://HOST:PORT, udp6://[HOST]:PORT, unixgram:///PATH) with --connections \
             connections spread over the client's loops; each sends --message and waits for its \
             echo, --rounds times, then closes. Prints a summary and exits 0 when every round of \
             every connection came back exactly; otherwise says what failed (refused, timed out, \
-            a wrong echo) and exits 1. Try it against gnet-echo.
+            a wrong echo) and exits 1. Over a datagram address each round is one datagram, and a \
+            round with no echo within --timeout seconds (a lost datagram, or a port nobody \
+            serves) fails the connection. Try it against gnet-echo --addr udp://127.0.0.1:9001.
             """
     )
 
@@ -123,6 +126,11 @@ struct DialCommand: AsyncParsableCommand {
         let handler = PingHandler(message: Array(message.utf8), rounds: rounds)
         var options = Options()
         options.loops = loops
+        if let scheme = address.firstRange(of: "://").map({ address[..<$0.lowerBound].lowercased() }),
+           Network(rawValue: scheme)?.isDatagram == true {
+            // Datagrams are not retransmitted: a lost one must fail its connection, not stall it.
+            options.readIdleTimeout = .seconds(timeout)
+        }
         let client: Client
         do {
             if let poller { options.poller = try PollerKind(name: poller) }

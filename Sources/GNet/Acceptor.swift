@@ -164,10 +164,11 @@ extension EventLoop {
         }
         let c = Connection(fd: fd, generation: generation, loop: self, remote: remote, listener: listener, network: network)
         c.context = context
-        applySocketOptions(c, tcp: remote?.family != .unix)
+        applySocketOptions(c, tcp: !network.isDatagram && remote?.family != .unix)
         do {
             if registered == [] {
-                try poller.register(fd, interest: .read, token: token, trigger: trigger)
+                // Datagram sockets are watched level-triggered, also with `Options.edgeTriggered`.
+                try poller.register(fd, interest: .read, token: token, trigger: network.isDatagram ? .level : trigger)
             } else {
                 try poller.modify(fd, from: registered, to: .read, token: token)
             }
@@ -199,7 +200,13 @@ extension EventLoop {
 
         beginCallback(c)
         let (output, action) = handler.onOpen(c)
-        if let output, c.state == .open { output.withUnsafeBytes { write(c, $0) } }
+        if let output, c.state == .open {
+            if c.isDatagram {
+                _ = try? sendDatagram(c, output, to: nil) // one datagram; a refusal that closes is in onClose
+            } else {
+                output.withUnsafeBytes { write(c, $0) }
+            }
+        }
         endCallback(c, action)
         return c
     }

@@ -20,7 +20,7 @@ import Poller
 /// What the socket does not take is queued and sent as it drains (`outboundBuffered`).
 ///
 /// ## Datagrams
-/// A datagram socket (`udp://`, `unixgram://`) has one `Connection` (`isDatagram` true), and `onTraffic` is
+/// A datagram socket the engine listens on (`udp://`, `unixgram://`) has one `Connection` (`isDatagram` true), and `onTraffic` is
 /// called once per datagram received, gnet's way: no `onOpen` or `onClose`; the input is
 /// exactly that datagram (never split, never merged with another), `remoteAddress` its sender,
 /// `listenerAddress` the socket it arrived on. What the handler leaves unconsumed is dropped
@@ -38,6 +38,24 @@ import Poller
 /// apply (they throw `GNetError.misuse`); `pauseReading()` stops reading the socket.
 /// `context` belongs to the socket, shared by every sender. `handle` is a handle for the
 /// current sender (see `ConnectionHandle`).
+///
+/// ## Dialled datagram connections
+/// A datagram socket dialled with `Engine.dial` (`udp://`, `udp4://`, `udp6://`,
+/// `unixgram://`) is connected to one peer, and is a connection like a dialled TCP one:
+/// `onOpen`, then `onTraffic` once per datagram from that peer (received in batches and lent
+/// as above; `remoteAddress` is always the peer, `listenerAddress` nil), then `onClose` once.
+/// `write`, `writev` and `write(reservingCapacity:)` send one datagram to the peer: inside
+/// `onTraffic` gathered into the batch's `sendmmsg` (a refused one counted in
+/// `Engine.unsentDatagrams`), elsewhere (`onOpen`, a handle, a task) sent at once, throwing a
+/// refusal; nothing is ever queued, so `outboundBuffered` stays 0 and the connection is always
+/// writable. `sendTo(_:address:)` throws `GNetError.misuse` (the socket takes datagrams from
+/// its peer only). There is no half-close and no end of input: `close()`, `.close` or a
+/// handle's `close` sends what the batch has written, then closes the socket at once
+/// (`onClose` with nil); `abort(_:)` closes it at once with the error. Idle timeouts,
+/// `pauseReading()` (the kernel keeps, then drops, what arrives meanwhile), `context`,
+/// `loop` and the engine's stop work as on any connection. The peer going away shows as an
+/// ICMP error on the next send or receive: see `Engine.dial` for which ones close the
+/// connection.
 public final class Connection {
     // MARK: Loop thread only
 
@@ -109,6 +127,11 @@ public final class Connection {
     public let network: Network
     /// Whether this is a datagram socket's connection (`udp`, `unixgram`), rather than a stream's.
     public let isDatagram: Bool
+    /// A dialled datagram socket, connected to its one peer (`remoteAddress`), with a lifecycle
+    /// of its own; false for a datagram listener's connection, whose socket is the engine's.
+    let connectedDatagram: Bool
+    /// A datagram listener's connection: it stands for the socket, not for a peer.
+    var isListenerDatagram: Bool { isDatagram && !connectedDatagram }
     /// Anything the handler wants to keep with the connection (gnet's `Context`). Loop thread
     /// only, like the connection; see `sharedContext` for state other threads use too.
     public var context: Any? = nil
@@ -132,6 +155,7 @@ public final class Connection {
         self.listenerAddress = listener
         self.network = network
         self.isDatagram = network.isDatagram
+        self.connectedDatagram = network.isDatagram && listener == nil
     }
 
     /// The local address of the socket.
@@ -147,7 +171,7 @@ public final class Connection {
 
     /// A `Sendable` handle for other threads: async writes, wake, close.
     public var handle: ConnectionHandle {
-        ConnectionHandle(inbox: owner.inbox, fd: fd, generation: generation, peer: isDatagram ? remoteAddress : nil)
+        ConnectionHandle(inbox: owner.inbox, fd: fd, generation: generation, isDatagram: isDatagram, peer: isDatagram ? remoteAddress : nil)
     }
 
     /// Whether the connection is open: false once closing or closed, and as soon as `close()`
@@ -165,7 +189,7 @@ public final class Connection {
     public func pauseReading() {
         guard !readingPaused else { return }
         readingPaused = true
-        if isDatagram { owner.setDatagramReading(self) } else { owner.settle(self) }
+        if isListenerDatagram { owner.setDatagramReading(self) } else { owner.settle(self) }
     }
 
     /// Resumes reading after `pauseReading()`. Input that was left buffered is offered to
@@ -173,7 +197,7 @@ public final class Connection {
     public func resumeReading() {
         guard readingPaused else { return }
         readingPaused = false
-        if isDatagram {
+        if isListenerDatagram {
             owner.setDatagramReading(self)
             return
         }
@@ -281,7 +305,7 @@ public final class Connection {
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         try checkWritable()
         if isDatagram {
-            try owner.sendDatagram(self, bytes, to: datagramPeer())
+            try owner.sendDatagram(self, bytes, to: datagramDestination())
             return
         }
         // The loop outlives its connections; borrowing it costs no retain on this hot path.
@@ -317,7 +341,7 @@ public final class Connection {
     ) throws -> Int {
         try checkWritable()
         if isDatagram {
-            let peer = try datagramPeer()
+            let peer = try datagramDestination()
             renderingInPlace = true
             defer { renderingInPlace = false }
             return try owner.sendDatagramInPlace(self, max(capacity, 0), to: peer, body)
@@ -333,7 +357,7 @@ public final class Connection {
     public func writev(_ buffers: [[UInt8]]) throws {
         try checkWritable()
         if isDatagram {
-            try owner.sendDatagram(self, buffers, to: datagramPeer())
+            try owner.sendDatagram(self, buffers, to: datagramDestination())
             return
         }
         owner.writev(self, buffers)
@@ -345,10 +369,11 @@ public final class Connection {
     /// with the rest of the batch's answers when called in its `onTraffic`, else at once (see
     /// the type's notes). Throws the send's error when sent at once (a full send buffer is
     /// `SystemError` with `EAGAIN`: the datagram was not sent), `GNetError.connectionClosed`
-    /// once the engine has closed the socket, and `GNetError.misuse` on a stream connection.
+    /// once the engine has closed the socket, and `GNetError.misuse` on a stream connection or
+    /// a dialled datagram connection (its socket is connected to one peer: write to it).
     public func sendTo(_ bytes: UnsafeRawBufferPointer, address: SocketAddress) throws {
         try checkWritable()
-        guard isDatagram else { throw Self.sendToOnStream }
+        guard isListenerDatagram else { throw isDatagram ? Self.sendToOnConnected : Self.sendToOnStream }
         try owner.sendDatagram(self, bytes, to: address)
     }
 
@@ -365,15 +390,19 @@ public final class Connection {
         try sendTo(Array(bytes), address: address)
     }
 
-    /// The sender that writes on a datagram connection answer.
+    /// Where a write on a datagram connection goes: the sender being answered, or nil for a
+    /// dialled (connected) socket, which sends to its peer without naming it.
     @inline(__always)
-    private func datagramPeer() throws(GNetError) -> SocketAddress {
+    private func datagramDestination() throws(GNetError) -> SocketAddress? {
+        if connectedDatagram { return nil }
         guard let peer = remoteAddress else { throw Self.noDatagramYet }
         return peer
     }
 
     static let sendToOnStream = GNetError.misuse(
         "Connection.sendTo is for datagram connections (udp://); a stream connection writes to its peer with write")
+    static let sendToOnConnected = GNetError.misuse(
+        "Connection.sendTo is for datagram listeners; a dialled datagram connection is connected to one peer: write to it, or dial another")
     static let noDatagramYet = GNetError.misuse(
         "a write on this datagram connection has no peer to answer: no datagram has arrived yet, or its sender "
             + "has no address (an unbound unixgram socket); use sendTo(_:address:)")
@@ -389,17 +418,19 @@ public final class Connection {
 
     /// Closes the connection once what was written has been sent (`onClose` follows, with a nil
     /// error; see `Options.closeTimeout` for a peer that stops reading). Calling it again, or on
-    /// a closed connection, does nothing.
+    /// a closed connection, does nothing. A dialled datagram connection closes as soon as the
+    /// datagrams written in the current batch are sent; a datagram listener's does nothing.
     public func close() {
-        guard !isDatagram else { return }
+        guard !isListenerDatagram else { return }
         owner.requestClose(self, .orderly)
     }
 
     /// Closes the connection at once with a reset (`SO_LINGER` 0), dropping queued output; the
     /// peer sees `ECONNRESET`, never a clean end of a truncated stream. `onClose` gets `error`
-    /// (`GNetError.connectionClosed` if nil).
+    /// (`GNetError.connectionClosed` if nil). A dialled datagram connection closes at once
+    /// (nothing is queued, and there is no reset to send); a datagram listener's does nothing.
     public func abort(_ error: (any Error)? = nil) {
-        guard !isDatagram else { return }
+        guard !isListenerDatagram else { return }
         owner.requestClose(self, .abandoned(error ?? GNetError.connectionClosed))
     }
 }

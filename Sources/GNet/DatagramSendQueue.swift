@@ -43,7 +43,7 @@ final class DatagramSendQueue {
 
     /// Queues a datagram whose bytes stay where they are until the flush.
     @inline(__always)
-    func queue(inPlace bytes: UnsafeRawBufferPointer, to address: SocketAddress) {
+    func queue(inPlace bytes: UnsafeRawBufferPointer, to address: SocketAddress?) {
         iovecs[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
         arenaOffsets[count] = -1
         setAddress(address)
@@ -51,16 +51,22 @@ final class DatagramSendQueue {
 
     /// Queues a datagram of the `length` bytes at `offset` in the arena (already appended).
     @inline(__always)
-    func queue(arenaOffset offset: Int, length: Int, to address: SocketAddress) {
+    func queue(arenaOffset offset: Int, length: Int, to address: SocketAddress?) {
         iovecs[count] = iovec(iov_base: nil, iov_len: length)
         arenaOffsets[count] = offset
         setAddress(address)
     }
 
+    /// The destination of the datagram being queued; nil (no address: a connected socket's
+    /// peer) leaves its name empty, which the kernel takes as no address.
     @inline(__always)
-    private func setAddress(_ address: SocketAddress) {
-        names[count] = address.storage
-        msgs[count].msg_hdr.msg_namelen = address.length
+    private func setAddress(_ address: SocketAddress?) {
+        if let address {
+            names[count] = address.storage
+            msgs[count].msg_hdr.msg_namelen = address.length
+        } else {
+            msgs[count].msg_hdr.msg_namelen = 0
+        }
         count += 1
     }
 

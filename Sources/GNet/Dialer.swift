@@ -91,25 +91,30 @@ extension EventLoop {
         established(fd, generation: newGeneration(), remote: remote, registered: [], request)
     }
 
+    /// A datagram socket (`udp`, `unixgram`) connects at once (the kernel only records the
+    /// peer); a `unixgram` one is first bound to an address the kernel picks (autobind), so
+    /// the server can answer it.
     private final func connect(_ address: ListenAddress, timeout: Duration, _ request: DialRequest) {
+        let datagram = address.network.isDatagram
         let fd: Int32
         do {
+            let type = datagram ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue
             fd = try sysCall("socket") {
-                Glibc.socket(address.address.sockaddrFamily, Int32(SOCK_STREAM.rawValue) | CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC, 0)
+                Glibc.socket(address.address.sockaddrFamily, Int32(type) | CGNET_SOCK_NONBLOCK | CGNET_SOCK_CLOEXEC, 0)
             }
         } catch {
             dialFailed(request, error)
             return
         }
-        if let device = options.bindToDevice, !address.network.isUnix {
-            do {
-                try Socket.bindToDevice(fd, device, address.original)
-            } catch {
-                _ = closeDescriptor(fd)
-                dialFailed(request, error)
-                return
-            }
+        do {
+            if let device = options.bindToDevice, !address.network.isUnix { try Socket.bindToDevice(fd, device, address.original) }
+            if address.network == .unixgram { try Socket.autobind(fd) }
+        } catch {
+            _ = closeDescriptor(fd)
+            dialFailed(request, error)
+            return
         }
+        if datagram { prepareDatagramArrays() }
         var rc: Int32
         repeat {
             rc = address.address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }
@@ -197,7 +202,7 @@ extension EventLoop {
         switch e {
         case ECONNREFUSED:
             return GNetError.connectionRefused(address.original)
-        case ENOENT where address.network == .unix:
+        case ENOENT where address.network.isUnix:
             return GNetError.connectionRefused(address.original)
         case ENETUNREACH, EHOSTUNREACH, EHOSTDOWN, ENETDOWN:
             return GNetError.unreachable(address.original, SystemError("connect", errno: e))

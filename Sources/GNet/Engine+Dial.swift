@@ -11,9 +11,28 @@ import Synchronization
 /// socket has connected; the dial completes (with the connection's handle) after `onOpen`
 /// returns. A dial that fails never calls the handler: its completion gets the error.
 ///
+/// ## Datagram addresses
+/// `udp://`, `udp4://`, `udp6://` and `unixgram://` dial a datagram socket connected to that
+/// one peer. The connect is immediate (nothing is sent: the dial succeeds whether or not
+/// anything serves there; `timeout` does not apply), and a `unixgram` socket is first bound
+/// to an address the kernel picks (autobind) so the server can answer. The connection gets
+/// `onOpen`, one `onTraffic` per datagram from the peer, `onClose`; each write is one datagram
+/// to the peer; `close()` is immediate (no half-close, nothing queued). See `Connection`.
+///
+/// The peer going away shows as an ICMP error on a later send or receive, and closes the
+/// connection: `ECONNREFUSED` (nothing at the port, or the `unixgram` peer closed) with
+/// `GNetError.connectionRefused` in `onClose`, `EHOSTUNREACH` and kin with `.unreachable`; a
+/// write that meets it throws (or completes with) the same error. SwiftNIO keeps a datagram
+/// channel open on `ECONNREFUSED` (reporting it to `errorCaught`) and gnet logs it; here
+/// `onClose` is the one place a handler learns of an error, and a client whose only peer
+/// refuses must learn it to dial again. Other errors (`EMSGSIZE`, a full buffer) lose one
+/// datagram: logged, and the socket serves on. On the `dispatch` backend the refusal is
+/// noticed at the next send (its read source does not fire for a socket error alone).
+///
 /// ## Errors
 /// `GNetError.connectionRefused` (nothing listens there), `.unreachable` (no route),
-/// `.connectTimeout` (no answer within the timeout, or a full backlog), `.invalidAddress`,
+/// `.connectTimeout` (no answer within the timeout, or a full backlog), `.invalidAddress`
+/// (also a datagram address dialled with TLS: DTLS is not supported),
 /// `.engineState` (the engine is not started), `.engineStopped` (it stopped before the dial
 /// completed), or a `SystemError` naming the call (out of descriptors, for one).
 ///
@@ -25,7 +44,8 @@ extension Engine {
     /// The default time a dial may take to connect: 10 s.
     public static let defaultDialTimeout: Duration = .seconds(10)
 
-    /// Dials `address` (`tcp://host:port`, `tcp4://`, `tcp6://`, `unix:///path`) onto a loop:
+    /// Dials `address` (`tcp://host:port`, `tcp4://`, `tcp6://`, `unix:///path`, or a datagram
+    /// address: `udp://host:port`, `udp4://`, `udp6://`, `unixgram:///path`) onto a loop:
     /// `loop`, or the one `Options.loadBalancing` picks. `context` becomes the connection's
     /// `context` before `onOpen`. `completion` gets the connection's handle once it is open, or
     /// the error; it is called exactly once.
@@ -50,8 +70,8 @@ extension Engine {
             completion(.failure(error))
             return
         }
-        if target.network.isDatagram {
-            completion(.failure(GNetError.invalidAddress(address, reason: "dialling datagram sockets (udp, unixgram) is not supported yet; dial tcp://, tcp4://, tcp6:// or unix://")))
+        if target.network.isDatagram && layer != nil {
+            completion(.failure(GNetError.invalidAddress(address, reason: "TLS needs a stream (DTLS is not supported); dial tcp://, tcp4://, tcp6:// or unix://")))
             return
         }
         guard timeout > .zero else {

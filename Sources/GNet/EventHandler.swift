@@ -12,9 +12,11 @@
 /// `onClose`, and the descriptor is closed only after `onClose` returns.
 ///
 /// ## Datagrams
-/// A `udp` socket's datagrams get neither `onOpen` nor `onClose`: `onTraffic` is called once
-/// per datagram, with the socket's connection holding exactly that datagram as input
-/// (`Connection.isDatagram`; see `Connection` for what writes do there).
+/// A `udp` socket the engine listens on gets neither `onOpen` nor `onClose`: `onTraffic` is
+/// called once per datagram, with the socket's connection holding exactly that datagram as
+/// input (`Connection.isDatagram`; see `Connection` for what writes do there). A dialled
+/// datagram socket (`Engine.dial("udp://…")`) is a connection with `onOpen` and `onClose`,
+/// and `onTraffic` once per datagram from its peer.
 public protocol EventHandler: Sendable {
     /// The engine is listening (`engine.addresses` tells where) and its loops are ready; they
     /// start serving when this returns, so no other callback runs before it (connections that
@@ -22,7 +24,8 @@ public protocol EventHandler: Sendable {
     /// `.shutdown` stops the engine before it serves anything; `onShutdown` still follows.
     func onBoot(_ engine: Engine) -> Action
 
-    /// A connection was accepted. Return bytes to send first (a greeting) and an action.
+    /// A connection was accepted or dialled. Return bytes to send first (a greeting; one
+    /// datagram on a dialled datagram connection) and an action.
     /// Writing with `connection.write` here works too.
     func onOpen(_ connection: Connection) -> (output: [UInt8]?, action: Action)
 

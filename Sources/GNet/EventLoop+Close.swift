@@ -56,6 +56,14 @@ extension EventLoop {
             c.pendingClose = c.pendingClose?.merged(with: cause) ?? cause
             return
         }
+        if c.connectedDatagram {
+            // Nothing is ever queued, and there is no stream to shut down: close now.
+            switch cause {
+            case .orderly: closeNow(c, error: nil)
+            case .failed(let error), .abandoned(let error): closeNow(c, error: error)
+            }
+            return
+        }
         switch cause {
         case .orderly:
             guard c.state == .open else { return }
@@ -148,8 +156,10 @@ extension EventLoop {
     /// whatever part of the output it got.
     final func abort(_ c: Connection, _ error: any Error) {
         guard c.state != .closed else { return }
-        var l = linger(l_onoff: 1, l_linger: 0)
-        try? Socket.setLinger(c.fd, &l) // fails only if the socket is already gone: nothing to reset
+        if !c.isDatagram {
+            var l = linger(l_onoff: 1, l_linger: 0)
+            try? Socket.setLinger(c.fd, &l) // fails only if the socket is already gone: nothing to reset
+        }
         closeNow(c, error: error)
     }
 

@@ -169,8 +169,8 @@ extension Connection {
 
     private func setIdle(_ which: WritableKeyPath<IdleTimeouts, Duration?>, _ timeout: Duration?, _ name: String) throws {
         guard state != .closed else { throw GNetError.connectionClosed }
-        if isDatagram {
-            throw GNetError.misuse("idle timeouts apply to stream connections; a datagram socket has no connection to time out")
+        if isListenerDatagram {
+            throw GNetError.misuse("idle timeouts apply to connections; a datagram listener's socket has no peer to time out")
         }
         if let timeout, timeout <= .zero {
             throw GNetError.invalidOption(name: name, reason: "must be positive (nil turns it off), got \(timeout)")

@@ -15,6 +15,7 @@ import Poller
 /// - `EventLoop+Close.swift`: the closing state machine;
 /// - `Acceptor.swift`: accepting, balancing, adopting sockets;
 /// - `EventLoop+Datagram.swift`: datagram sockets, received in batches and sent to;
+/// - `EventLoop+ConnectedDatagram.swift`: dialled datagram sockets, connected to one peer;
 /// - `LoopTimers.swift`: timers.
 ///
 /// Loop thread only, except `inbox`.
@@ -62,6 +63,8 @@ final class EventLoop {
     var datagramSendQueue: DatagramSendQueue? = nil
     /// The datagram connection whose receive batch is being handed to the handler.
     var batchOwner: Connection? = nil
+    /// Errors and truncations of this loop's dialled datagram sockets, logged rate-limited.
+    var connectedDatagramTrouble = RateLimitedLog()
     /// Where `write(reservingCapacity:)` renders a datagram sent outside a batch.
     var datagramScratch = ByteQueue()
 
@@ -134,6 +137,10 @@ final class EventLoop {
         guard fd < connections.count, let c = connections[fd], c.generation == token.generation else {
             // A dial in progress, or an event of an earlier registration of this descriptor.
             if !dialing.isEmpty { dialReady(token, events) }
+            return
+        }
+        if c.connectedDatagram {
+            handleConnectedDatagram(c, events)
             return
         }
         if !events.isDisjoint(with: [.reset, .error]) {
@@ -209,9 +216,9 @@ final class EventLoop {
             if let c = liveConnection(fd, gen) { abort(c, error) }
         case .adopt(let fd, let remote, let listener, let network):
             adopt(fd, remote: remote, listener: listener, network: network)
-        case .sendDatagram(let fd, let peer, let buffers, let bytes, let completion):
+        case .sendDatagram(let fd, let gen, let peer, let buffers, let bytes, let completion):
             inbox.tookAsyncWrite(bytes)
-            let result = sendHandleDatagram(fd, peer, buffers)
+            let result = sendHandleDatagram(fd, gen, peer, buffers)
             completion?(result)
         case .dial(let request):
             startDial(request)

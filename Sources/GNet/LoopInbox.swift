@@ -16,9 +16,10 @@ enum LoopTask: Sendable {
     case abort(fd: Int32, generation: UInt32, error: GNetError)
     /// Take over a socket accepted by another loop.
     case adopt(fd: Int32, remote: SocketAddress, listener: SocketAddress?, network: Network)
-    /// Send a datagram from the datagram socket `fd` to `peer` (`ConnectionHandle.write` on a
-    /// datagram connection); `bytes` is the buffers' total.
-    case sendDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
+    /// Send a datagram (`ConnectionHandle.write` on a datagram connection): from the datagram
+    /// listener socket `fd` (generation 0) to `peer`, or from the dialled datagram connection
+    /// `fd`/`generation` to its peer; `bytes` is the buffers' total.
+    case sendDatagram(fd: Int32, generation: UInt32, peer: SocketAddress, buffers: [[UInt8]], bytes: Int, completion: (@Sendable (Result<Void, any Error>) -> Void)?)
     /// Dial, or take over a connected socket (`Engine.dial`, `Engine.enroll`).
     case dial(DialRequest)
     /// Stop: close listeners; quiesce, flush and close connections (`.gracefully`) or abort
@@ -34,7 +35,7 @@ enum LoopTask: Sendable {
     /// Fails the task's completion (or closes its socket) when the loop is gone.
     func abandon() {
         switch self {
-        case .write(_, _, _, _, let c), .wake(_, _, let c), .close(_, _, let c), .sendDatagram(_, _, _, _, let c):
+        case .write(_, _, _, _, let c), .wake(_, _, let c), .close(_, _, let c), .sendDatagram(_, _, _, _, _, let c):
             c?(.failure(GNetError.connectionClosed))
         case .adopt(let fd, _, _, _):
             _ = closeDescriptor(fd)
@@ -96,7 +97,9 @@ final class LoopInbox: Sendable {
     /// Queues a handle's datagram to `peer`, unless that would put more than `asyncWriteLimit`
     /// bytes in this queue: then it fails with `GNetError.outboundLimitExceeded` (the datagram
     /// is not sent; the socket serves on).
-    func enqueueDatagram(fd: Int32, peer: SocketAddress, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?) {
+    func enqueueDatagram(
+        fd: Int32, generation: UInt32, peer: SocketAddress, buffers: [[UInt8]], completion: (@Sendable (Result<Void, any Error>) -> Void)?
+    ) {
         var bytes = 0
         for b in buffers { bytes += b.count }
         let queued = queuedWriteBytes.wrappingAdd(bytes, ordering: .relaxed).newValue
@@ -105,7 +108,7 @@ final class LoopInbox: Sendable {
             completion?(.failure(GNetError.outboundLimitExceeded(limit: asyncWriteLimit)))
             return
         }
-        enqueue(.sendDatagram(fd: fd, peer: peer, buffers: buffers, bytes: bytes, completion: completion))
+        enqueue(.sendDatagram(fd: fd, generation: generation, peer: peer, buffers: buffers, bytes: bytes, completion: completion))
     }
 
     /// The loop took a handle write of `bytes` off the queue.
@@ -169,13 +172,20 @@ final class LoopInbox: Sendable {
 /// and replaced by a new one on the same descriptor, which the generation tells apart.
 ///
 /// ## Datagram connections
-/// The handle of a datagram connection (`udp://`) stands for its socket and the sender of the
-/// datagram being handled when the handle was made (`peer`). `write` and `writev` send one
-/// datagram to that peer from the loop (completing with the send's error, if any, and with
-/// `GNetError.outboundLimitExceeded` past `Options.asyncWriteLimit` bytes waiting for the
-/// loop; the socket is never closed for it); `wake` and `close` complete with
+/// The handle of a datagram listener's connection (`udp://`) stands for its socket and the
+/// sender of the datagram being handled when the handle was made (`peer`). `write` and
+/// `writev` send one datagram to that peer from the loop (completing with the send's error,
+/// if any, and with `GNetError.outboundLimitExceeded` past `Options.asyncWriteLimit` bytes
+/// waiting for the loop; the socket is never closed for it); `wake` and `close` complete with
 /// `GNetError.misuse` (there is no connection to wake or close: the socket is the engine's).
 /// After the engine stopped, everything completes with `GNetError.connectionClosed`.
+///
+/// The handle of a dialled datagram connection (`Engine.dial("udp://…")`) is a connection's
+/// handle: `peer` is the dialled address; `write` and `writev` send one datagram each, bounded
+/// and completed the same way (a refusal that closes the connection, such as
+/// `GNetError.connectionRefused`, completes the write with that error); `wake` and `close`
+/// work as for a stream, and once it has closed everything completes with
+/// `GNetError.connectionClosed`.
 public struct ConnectionHandle: Sendable, Hashable {
     let inbox: LoopInbox
     /// The descriptor the connection had (for a datagram connection, its socket's).
@@ -184,15 +194,18 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// For a datagram connection, the peer that writes go to (nil if the datagram's sender had
     /// no address); nil for a stream connection.
     public let peer: SocketAddress?
+    /// Whether this is the handle of a datagram connection: a datagram listener's, or a dialled one.
+    public let isDatagram: Bool
 
-    /// Whether this is the handle of a datagram connection (its socket's registration, which
-    /// uses the listeners' generation 0: connections never do).
-    public var isDatagram: Bool { generation == EventLoop.listenerGeneration }
+    /// Whether this is the handle of a datagram listener's connection (its socket's
+    /// registration, which uses the listeners' generation 0: connections never do).
+    var isListenerDatagram: Bool { generation == EventLoop.listenerGeneration }
 
-    init(inbox: LoopInbox, fd: Int32, generation: UInt32, peer: SocketAddress? = nil) {
+    init(inbox: LoopInbox, fd: Int32, generation: UInt32, isDatagram: Bool = false, peer: SocketAddress? = nil) {
         self.inbox = inbox
         self.fd = fd
         self.generation = generation
+        self.isDatagram = isDatagram
         self.peer = peer
     }
 
@@ -231,7 +244,7 @@ public struct ConnectionHandle: Sendable, Hashable {
 
     /// Makes the loop call `onTraffic` for this connection even without new input (gnet's `Wake`).
     public func wake(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if isDatagram {
+        if isListenerDatagram {
             completion?(.failure(Self.notForDatagrams))
             return
         }
@@ -242,7 +255,7 @@ public struct ConnectionHandle: Sendable, Hashable {
     /// called once the connection has closed (after its `onClose`), or with
     /// `GNetError.connectionClosed` if it was already gone.
     public func close(completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        if isDatagram {
+        if isListenerDatagram {
             completion?(.failure(Self.notForDatagrams))
             return
         }
@@ -254,7 +267,7 @@ public struct ConnectionHandle: Sendable, Hashable {
             completion?(.failure(Connection.noDatagramYet))
             return
         }
-        inbox.enqueueDatagram(fd: fd, peer: peer, buffers: buffers, completion: completion)
+        inbox.enqueueDatagram(fd: fd, generation: generation, peer: peer, buffers: buffers, completion: completion)
     }
 
     static let notForDatagrams = GNetError.misuse(

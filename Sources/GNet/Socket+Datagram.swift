@@ -76,22 +76,39 @@ extension Socket {
         return Int(n)
     }
 
-    /// Sends one datagram of the gathered `iov` to `address`. Returns its size, nil for
-    /// would-block (the socket's send buffer is full).
+    /// Sends one datagram of the gathered `iov` to `address` (nil: to the peer of a connected
+    /// socket). Returns its size, nil for would-block (the socket's send buffer is full).
     @inline(__always)
     static func sendDatagram(
-        _ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int, to address: SocketAddress
+        _ fd: Int32, _ iov: UnsafeMutablePointer<iovec>, _ count: Int, to address: SocketAddress?
     ) throws(SystemError) -> Int? {
-        var storage = address.storage
+        var storage = address?.storage ?? sockaddr_storage()
         return try withUnsafeMutablePointer(to: &storage) { (name) throws(SystemError) -> Int? in
             var msg = msghdr()
-            msg.msg_name = UnsafeMutableRawPointer(name)
-            msg.msg_namelen = address.length
+            if let address {
+                msg.msg_name = UnsafeMutableRawPointer(name)
+                msg.msg_namelen = address.length
+            }
             msg.msg_iov = iov
             msg.msg_iovlen = count
-            let r = try sysCallNonBlocking("sendmsg(\(address))") { sendmsg(fd, &msg, Int32(MSG_NOSIGNAL) | CGNET_MSG_DONTWAIT) }
+            let r = try sysCallNonBlocking(address.map { "sendmsg(\($0))" } ?? "send") {
+                sendmsg(fd, &msg, Int32(MSG_NOSIGNAL) | CGNET_MSG_DONTWAIT)
+            }
             guard case .done(let n) = r else { return nil }
             return n
+        }
+    }
+
+    /// Binds a Unix datagram socket to an address the kernel picks (Linux's autobind: an
+    /// abstract name of five hex digits), so that a server can answer what it sends. A dialled
+    /// `unixgram` socket needs one: unbound, its datagrams arrive without a sender.
+    static func autobind(_ fd: Int32) throws(SystemError) {
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        _ = try withUnsafePointer(to: &a) { p throws(SystemError) in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (s) throws(SystemError) in
+                try sysCall("bind(autobind)") { Glibc.bind(fd, s, socklen_t(MemoryLayout<sa_family_t>.size)) }
+            }
         }
     }
 }

@@ -171,8 +171,14 @@ public final class AsyncClient: Sendable {
         await client.engine.waitUntilStopped()
     }
 
-    /// Dials `address` (see `Engine.dial`) and returns the open connection.
+    /// Dials `address` (a stream address: see `Engine.dial`) and returns the open connection.
+    /// A datagram address (`udp`, `unixgram`) throws `GNetError.invalidAddress`, as in `AsyncServer`.
     public func connect(_ address: String, timeout: Duration = Engine.defaultDialTimeout) async throws -> AsyncConnection {
+        // An AsyncConnection is a byte stream: datagram boundaries would be lost in it.
+        if let scheme = address.firstRange(of: "://").map({ address[..<$0.lowerBound].lowercased() }),
+           Network(rawValue: scheme)?.isDatagram == true {
+            throw GNetError.invalidAddress(address, reason: "AsyncClient connects stream connections; dial udp and unixgram with an EventHandler (Client)")
+        }
         let slot = AsyncBridge.DialSlot()
         _ = try await client.dial(address, timeout: timeout, context: slot)
         guard let connection = slot.connection.withLock({ $0 }) else { throw GNetError.connectionClosed }

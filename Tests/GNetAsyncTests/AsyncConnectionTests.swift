@@ -198,7 +198,13 @@ struct AsyncConnectionTests {
     }
 
     @Test("datagram addresses are refused: there is no connection to hand over")
-    func datagramAddressesRefused() {
+    func datagramAddressesRefused() async throws {
         #expect(throws: GNetError.self) { try AsyncServer(addresses: ["udp://127.0.0.1:0"]) }
+        let client = try AsyncClient(options: Self.options())
+        try client.start()
+        for address in ["udp://127.0.0.1:9", "UDP6://[::1]:9", "unixgram:///tmp/gnet-async-nothing.sock"] {
+            await #expect(throws: GNetError.self) { _ = try await client.connect(address) }
+        }
+        await client.shutdown()
     }
 }

@@ -50,11 +50,24 @@ struct DatagramTests {
         #expect(throws: Never.self) { try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"], options: o) }
     }
 
-    @Test func diallingUDPIsRefused() async throws {
+    /// A dialled UDP socket connects at once (nothing need listen) and is a datagram
+    /// connection; with a layer (TLS) the dial is refused: DTLS is not supported.
+    @Test func diallingUDP() async throws {
         let engine = try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"])
         try engine.start()
         defer { engine.stop(); engine.wait() }
-        await #expect(throws: GNetError.self) { try await engine.dial("udp://127.0.0.1:9") }
+        let handle = try await engine.dial("udp://127.0.0.1:9")
+        #expect(handle.isDatagram && handle.peer == SocketAddress(ipAddress: "127.0.0.1", port: 9))
+        try await handle.close()
+        let refused = Locked<Bool?>(nil)
+        engine.dial("udp://127.0.0.1:9", timeout: .seconds(1), on: nil, context: nil, layer: UnusedLayers(), serverName: nil) { r in
+            guard case .failure(let e) = r, case GNetError.invalidAddress = e else {
+                refused.withLock { $0 = false }
+                return
+            }
+            refused.withLock { $0 = true }
+        }
+        #expect(refused.withLock { $0 } == true) // refused at once, on the calling thread
     }
 
     /// With `Options.edgeTriggered` the datagram socket is still watched level-triggered: a

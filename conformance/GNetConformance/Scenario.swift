@@ -49,7 +49,7 @@ public enum Scenarios {
         + ServerMatrixScenarios.all + FlowControlScenarios.all + ClosingScenarios.all + SocketOptionScenarios.all
         + AcceptScenarios.all + CodecScenarios.all + LoopScenarios.all + IdleScenarios.all
         + WorkerPoolScenarios.all + ClientScenarios.all + EdgeScenarios.all + OptionScenarios.all
-        + UDPScenarios.all + StopScenarios.all
+        + UDPScenarios.all + UDPClientScenarios.all + StopScenarios.all
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 }
