@@ -95,19 +95,45 @@ extension EventLoop {
     }
 
     /// Bytes read from the socket of a connection with a layer.
+    ///
+    /// When the connection keeps no input, the layer decodes into the loop's `layerInput`
+    /// instead of the connection's own buffer, and the result is lent to `onTraffic` as a plain
+    /// read is: only what the handler leaves is copied into the connection. So an idle
+    /// connection holds no input buffer, and a busy one does not allocate and free one per read.
     final func receiveThroughLayer(_ c: Connection, _ layer: any ConnectionLayer, _ bytes: UnsafeRawBufferPointer) {
+        let lending = c.inbound.isEmpty
+        if lending { swap(&c.inbound, &layerInput) } // the layer's `deliver` appends to c.inbound
         c.belowLayer = true
         do {
             try layer.received(bytes, layerContext(c))
         } catch {
             c.belowLayer = false
+            if lending {
+                swap(&c.inbound, &layerInput)
+                c.inbound.append(layerInput.readable) // decoded before the failure: still the handler's
+                layerInput.reset(keepingCapacityUpTo: Self.layerInputKept)
+            }
             fail(c, error)
             return
         }
         c.belowLayer = false
-        if c.state == .open && c.inbound.count > 0 { runTraffic(c) } else if c.state == .open { settle(c) }
+        if lending {
+            swap(&c.inbound, &layerInput)
+            if !layerInput.isEmpty { c.lent = layerInput.readable }
+        }
+        if c.state == .open && c.inboundBuffered > 0 {
+            runTraffic(c) // keeps what is left of `lent` in c.inbound, and clears it
+        } else {
+            if c.lent.count > 0 { c.inbound.append(c.lent) }
+            c.lent = UnsafeRawBufferPointer(start: nil, count: 0)
+            if c.state == .open { settle(c) }
+        }
+        if lending { layerInput.reset(keepingCapacityUpTo: Self.layerInputKept) }
         if c.layerEnded && !c.inputClosed && c.state == .open { inputClosed(c) }
     }
+
+    /// The most `layerInput` keeps between reads (a larger one is freed).
+    static let layerInputKept = 1 << 20
 
     /// Bytes the handler wrote on a connection with a layer: encoded by it.
     final func writeThroughLayer(_ c: Connection, _ layer: any ConnectionLayer, _ bytes: UnsafeRawBufferPointer) {

@@ -53,6 +53,9 @@ final class EventLoop {
     @exclusivity(unchecked) var cork = ByteQueue()
     /// In-place renders of connections with a layer land here before the layer encodes them.
     var layerScratch = ByteQueue()
+    /// What a layer decodes for a connection that keeps no input, lent to `onTraffic` from here
+    /// (`receiveThroughLayer`).
+    var layerInput = ByteQueue()
     var corkOwner: Connection? = nil
     let corkFlushThreshold = 64 * 1024
     let iovecs: UnsafeMutablePointer<iovec>
