@@ -75,6 +75,12 @@ public struct TLSConfiguration: Sendable, Hashable {
     /// tenth of a full handshake's server CPU with OpenSSL 3.0, so 1 is cheaper where clients
     /// resume one connection at a time. 0 to 16; ignored when `sessionTickets` is false.
     public var ticketsPerHandshake: Int = 2
+    /// Free a connection's OpenSSL record buffers (about 25 KB: a record in, a record out)
+    /// whenever they are empty (default true), so an idle connection does not hold them, as
+    /// with BoringSSL. False keeps them for the connection's life: about 10% fewer instructions
+    /// per small message for busy connections (no allocation and free per record), at that
+    /// memory cost per connection.
+    public var releasesIdleBuffers: Bool = true
     /// How long a handshake may take before the connection is closed with
     /// `TLSError.handshakeTimeout`. Default 10 s.
     public var handshakeTimeout: Duration = .seconds(10)

@@ -112,7 +112,8 @@ final class ContextBox: @unchecked Sendable {
             throw fail("cannot set the protocol versions")
         }
         // Writes may be partial and the buffer may move between retries: the engine's cork does.
-        _ = cgnet_ssl_ctx_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS))
+        let release = c.releasesIdleBuffers ? SSL_MODE_RELEASE_BUFFERS : 0
+        _ = cgnet_ssl_ctx_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | release))
         if c.role == .server {
             guard (0...16).contains(c.ticketsPerHandshake) else {
                 SSL_CTX_free(ctx)
