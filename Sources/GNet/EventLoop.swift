@@ -55,7 +55,7 @@ final class EventLoop {
     var layerScratch = ByteQueue()
     /// What a layer decodes for a connection that keeps no input, lent to `onTraffic` from here
     /// (`receiveThroughLayer`).
-    var layerInput = ByteQueue()
+    @exclusivity(unchecked) var layerInput = ByteQueue()
     var corkOwner: Connection? = nil
     let corkFlushThreshold = 64 * 1024
     let iovecs: UnsafeMutablePointer<iovec>

@@ -7,8 +7,8 @@ final class TLSLayer: ConnectionLayer {
     let accepted: Bool
     let timeout: Duration
     /// Plaintext written before the handshake finished; encrypted as soon as it has.
-    private var early: [UInt8] = []
-    private var closed = false
+    @exclusivity(unchecked) private var early: [UInt8] = []
+    @exclusivity(unchecked) private var closed = false
 
     init(session: TLSSession, accepted: Bool, timeout: Duration) {
         self.session = session

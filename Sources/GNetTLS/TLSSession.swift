@@ -14,13 +14,14 @@ public final class TLSSession {
     /// The configuration's contexts, kept alive for the session's life (a reload may replace
     /// them for new sessions meanwhile).
     let box: ContextBox
-    /// Ciphertext not yet taken by OpenSSL (the BIO reads from here).
-    var input = UnsafeRawBufferPointer(start: nil, count: 0)
+    /// Ciphertext not yet taken by OpenSSL (the BIO reads from here). The session's state is
+    /// confined to one thread at a time (see above): no dynamic exclusivity checks on it.
+    @exclusivity(unchecked) var input = UnsafeRawBufferPointer(start: nil, count: 0)
     /// The peer's TCP EOF was seen: the BIO reports end of input.
-    public private(set) var peerClosed = false
+    @exclusivity(unchecked) public private(set) var peerClosed = false
     /// Where TLS output goes; set by the driver before each call that may produce some.
-    public var output: (UnsafeRawBufferPointer) -> Void = { _ in }
-    public private(set) var handshakeComplete = false
+    @exclusivity(unchecked) public var output: (UnsafeRawBufferPointer) -> Void = { _ in }
+    @exclusivity(unchecked) public private(set) var handshakeComplete = false
 
     /// A session for a new connection from `context`. A client may name the server (SNI, and
     /// the name its certificate must carry) and resume an earlier session.
