@@ -98,18 +98,11 @@ static int serve(int fd, struct conn *c, const char *p, size_t n) {
 
 static void *loop(void *arg) {
     int lfd = (int)(intptr_t)arg;
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) die("epoll_create1");
-    struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) die("epoll_ctl listener");
+    int ep = loop_epoll(lfd);
     static __thread char buf[READ_BUFFER + MAX_REQUEST_HEAD];
     struct epoll_event events[MAX_EVENTS];
     for (;;) {
-        int n = epoll_wait(ep, events, MAX_EVENTS, 1000);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
+        int n = wait_events(ep, events, 1000);
         render_response();
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd;

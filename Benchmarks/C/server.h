@@ -162,6 +162,24 @@ static void set_interest(int ep, int fd, uint32_t events) {
     if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl MOD");
 }
 
+/* An epoll instance for one loop thread, watching its listener `lfd`. */
+static int loop_epoll(int lfd) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll_create1");
+    struct epoll_event lev = {.events = EPOLLIN, .data.fd = lfd};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) die("epoll_ctl listener");
+    return ep;
+}
+
+/* epoll_wait for up to MAX_EVENTS, retrying an interrupted wait. */
+static int wait_events(int ep, struct epoll_event *events, int timeout_ms) {
+    for (;;) {
+        int n = epoll_wait(ep, events, MAX_EVENTS, timeout_ms);
+        if (n >= 0) return n;
+        if (errno != EINTR) die("epoll_wait");
+    }
+}
+
 /* Accepts everything pending on `lfd` and registers it for reading. */
 static void accept_all(int ep, int lfd, int maxfd, void (*on_open)(int fd)) {
     for (;;) {
