@@ -105,7 +105,7 @@ public enum PollerKind: Sendable, Hashable, CustomStringConvertible {
             #else
             throw Self.libeventLeftOut(method)
             #endif
-        case .dispatch: return try DispatchPoller()
+        case .dispatch: return DispatchPoller()
         }
     }
 

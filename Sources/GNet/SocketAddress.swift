@@ -78,7 +78,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     private static func ntop(_ af: Int32, _ src: UnsafeRawPointer) -> String {
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
         guard inet_ntop(af, src, &buf, socklen_t(buf.count)) != nil else { return "?" }
-        return String(cString: buf)
+        return String(nulTerminated: buf)
     }
 
     /// Lends the address as a `sockaddr` pointer and length, for system calls (`connect`, `bind`).
@@ -162,5 +162,14 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             return off + utf8.count + 1
         }
         self.init(storage: st, length: socklen_t(len))
+    }
+}
+
+extension String {
+    /// The text of a C buffer up to its first NUL (all of it when there is none), decoded as
+    /// UTF-8 (invalid bytes repaired).
+    package init(nulTerminated buffer: [CChar]) {
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        self = String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -138,7 +138,7 @@ public final class EngineMetrics: Sendable {
     /// Stops publishing (what was counted after the last publication is not published).
     public func stop() {
         running.withLock { $0 = false }
-        for m in loops.withLock({ $0 }) { m.timer.withLock { $0?.cancel() } }
+        for m in loops.withLock({ $0 }) { m.timer.withLock { _ = $0?.cancel() } }
     }
 
     /// Reads every loop now and publishes; returns when done (at once for loops that ended).

@@ -99,7 +99,7 @@ struct DatagramTests {
             var buf = [CChar](repeating: 0, count: 32)
             fgets(&buf, 32, f)
             fclose(f)
-            let text = String(cString: buf).filter(\.isHexDigit).dropFirst() // "0x1003" → "x1003" → "1003"
+            let text = String(nulTerminated: buf).filter(\.isHexDigit).dropFirst() // "0x1003" → "x1003" → "1003"
             guard let flags = Int(text, radix: 16) else { continue }
             let up = 0x1, multicast = 0x1000
             if flags & up != 0 && flags & multicast != 0 { return name }
@@ -113,7 +113,7 @@ struct DatagramTests {
         defer { fclose(f) }
         var buf = [CChar](repeating: 0, count: 256)
         while fgets(&buf, 256, f) != nil {
-            let fields = String(cString: buf).split(separator: " ")
+            let fields = String(nulTerminated: buf).split(separator: " ")
             if fields.count >= 6, fields[3] == "00", fields[5].hasPrefix(interface) { return true }
         }
         return false

@@ -232,7 +232,7 @@ struct DispatchPollerTests {
 
     @Test func deregisterInsideBodyDropsPendingEvent() throws {
         let p = DispatchPoller()
-        let (one, two, t1, t2) = try registerTwoReady(p)
+        let (one, two, t1, _) = try registerTwoReady(p)
         defer { one.close(); two.close() }
 
         // Both are ready for this wait; the first body call removes the other and puts a new

@@ -82,7 +82,7 @@ private func readSmallFile(_ path: String) -> String? {
     defer { fclose(f) }
     var buf = [CChar](repeating: 0, count: 1024)
     guard fgets(&buf, 1024, f) != nil else { return nil }
-    return String(cString: buf)
+    return String(nulTerminated: buf)
 }
 
 /// A value shared between a handler and a scenario.

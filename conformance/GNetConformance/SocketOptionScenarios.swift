@@ -279,7 +279,7 @@ final class BalancingProbe: Sendable {
 }
 
 /// A socket option as `getsockopt` reads it into a `Value` (starting from `zero`).
-func socketOption<Value>(_ fd: Int32, _ level: Int32, _ name: Int32, _ zero: Value) throws -> Value {
+func socketOption<Value: BitwiseCopyable>(_ fd: Int32, _ level: Int32, _ name: Int32, _ zero: Value) throws -> Value {
     var value = zero
     var length = socklen_t(MemoryLayout<Value>.size)
     guard getsockopt(fd, level, name, &value, &length) == 0 else {

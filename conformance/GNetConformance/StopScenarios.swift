@@ -62,6 +62,7 @@ enum StopScenarios {
         } afterStop: {
             try expect(handler.quiesced.sorted() == [0, 1], "onQuiesce ran for \(handler.quiesced)")
             try expect(handler.closeErrors.isEmpty, "onClose got errors: \(handler.closeErrors)")
+            withExtendedLifetime((idle, busy)) {} // the clients' sockets stay open until the engine has stopped
             idle = nil
             busy = nil
         }

@@ -173,7 +173,7 @@ func threadIDs(named prefix: String) -> [String]? {
         var buf = [CChar](repeating: 0, count: 64)
         fgets(&buf, 64, f)
         fclose(f)
-        if String(cString: buf).hasPrefix(prefix) { ids.append(tid) }
+        if String(nulTerminated: buf).hasPrefix(prefix) { ids.append(tid) }
     }
     return ids
 }

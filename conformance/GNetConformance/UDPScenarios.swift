@@ -122,7 +122,7 @@ enum UDPScenarios {
         var lines: [[Substring]] = []
         var buf = [CChar](repeating: 0, count: 1024)
         while fgets(&buf, 1024, f) != nil {
-            let line = String(cString: buf)
+            let line = String(nulTerminated: buf)
             if line.hasPrefix("Udp:") { lines.append(line.split(separator: " ")) }
         }
         guard lines.count >= 2, let k = lines[0].firstIndex(of: "RcvbufErrors"), k < lines[1].count else { return 0 }
@@ -135,7 +135,7 @@ enum UDPScenarios {
         defer { fclose(f) }
         var buf = [CChar](repeating: 0, count: 64)
         fgets(&buf, 64, f)
-        return Int(String(String(cString: buf).filter(\.isNumber))) ?? 0
+        return Int(String(String(nulTerminated: buf).filter(\.isNumber))) ?? 0
     }
 
     static func senderAndListener(_ kind: PollerKind) async throws -> Trace? {
