@@ -81,6 +81,11 @@ public struct TLSConfiguration: Sendable, Hashable {
     /// per small message for busy connections (no allocation and free per record), at that
     /// memory cost per connection.
     public var releasesIdleBuffers: Bool = true
+    /// Clients: how many servers' sessions the context keeps so that later dials to them
+    /// resume by themselves (a server is the address as dialled with the name checked). 0, the
+    /// default: none kept, as resumption lets a server link a client's connections; a dial then
+    /// resumes only the `TLSResumption` it is given. Each kept ticket is used once.
+    public var clientSessionCacheSize: Int = 0
     /// How long a handshake may take before the connection is closed with
     /// `TLSError.handshakeTimeout`. Default 10 s.
     public var handshakeTimeout: Duration = .seconds(10)

@@ -45,6 +45,8 @@ final class ContextBox: @unchecked Sendable {
     let byName: [String: OpaquePointer]
     /// ALPN protocols in wire format (length-prefixed), for the selection callback.
     let alpnWire: [UInt8]
+    /// Clients with `clientSessionCacheSize` > 0: the sessions kept for later dials.
+    let clientSessions: ClientSessionCache?
 
     init(_ c: TLSConfiguration) throws(TLSError) {
         configuration = c
@@ -55,6 +57,10 @@ final class ContextBox: @unchecked Sendable {
         if c.minimumVersion > c.maximumVersion {
             throw .invalidConfiguration("minimumVersion \(c.minimumVersion) is above maximumVersion \(c.maximumVersion)")
         }
+        guard c.clientSessionCacheSize >= 0 else {
+            throw .invalidConfiguration("clientSessionCacheSize must be 0 or more, got \(c.clientSessionCacheSize)")
+        }
+        clientSessions = c.role == .client && c.clientSessionCacheSize > 0 ? ClientSessionCache(capacity: c.clientSessionCacheSize) : nil
         let main = try Self.makeContext(c, identity: c.identity)
         var named: [String: OpaquePointer] = [:]
         do {
@@ -74,6 +80,7 @@ final class ContextBox: @unchecked Sendable {
                 SSL_CTX_set_alpn_select_cb(context, selectALPN, me)
             }
         }
+        if clientSessions != nil { SSL_CTX_sess_set_new_cb(main, newClientSession) }
         if c.role == .server && !named.isEmpty {
             cgnet_ssl_ctx_set_servername_callback(main, selectServerName)
             cgnet_ssl_ctx_set_servername_arg(main, me)

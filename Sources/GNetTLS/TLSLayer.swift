@@ -88,13 +88,15 @@ final class TLSLayer: ConnectionLayer {
 struct TLSLayerFactory: ConnectionLayerFactory {
     let context: TLSContext
     var resuming: TLSResumption? = nil
+    /// A dial's key in the client context's session cache.
+    var cacheKey: String? = nil
 
     func makeLayer(accepted: Bool, serverName: String?) throws -> any ConnectionLayer {
         guard (context.role == .server) == accepted else {
             throw TLSError.invalidConfiguration(
                 "a \(context.role) TLS context cannot serve \(accepted ? "an accepted" : "a dialled") connection; use a \(accepted ? "server" : "client") configuration")
         }
-        let session = try TLSSession(context: context, serverName: accepted ? nil : serverName, resuming: resuming)
+        let session = try TLSSession(context: context, serverName: accepted ? nil : serverName, resuming: resuming, cacheKey: cacheKey)
         return TLSLayer(session: session, accepted: accepted, timeout: context.handshakeTimeout)
     }
 }
@@ -117,14 +119,17 @@ extension Connection {
 extension Engine {
     /// Dials `address` over TLS with a client `context`, checking the server's certificate
     /// for `serverName` (default: the address's host; also sent as SNI), and resuming
-    /// `resuming` if given. The handler sees plaintext; otherwise as `dial`.
+    /// `resuming` if given — or, when the context keeps sessions (`clientSessionCacheSize`),
+    /// one its earlier dials to the same address and name were given. The handler sees
+    /// plaintext; otherwise as `dial`.
     public func dial(
         _ address: String, tls context: TLSContext, serverName: String? = nil, resuming: TLSResumption? = nil,
         timeout: Duration = Engine.defaultDialTimeout, on loop: EventLoopHandle? = nil, context userContext: (any Sendable)? = nil,
         completion: @escaping @Sendable (Result<ConnectionHandle, any Error>) -> Void
     ) {
+        let key = ClientSessionCache.key(address: address, serverName: serverName)
         dial(address, timeout: timeout, on: loop, context: userContext,
-             layer: TLSLayerFactory(context: context, resuming: resuming), serverName: serverName, completion: completion)
+             layer: TLSLayerFactory(context: context, resuming: resuming, cacheKey: key), serverName: serverName, completion: completion)
     }
 
     /// Dials over TLS and returns the connection's handle once TCP has connected (the

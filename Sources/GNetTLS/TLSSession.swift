@@ -23,10 +23,20 @@ public final class TLSSession {
     @exclusivity(unchecked) public var output: (UnsafeRawBufferPointer) -> Void = { _ in }
     @exclusivity(unchecked) public private(set) var handshakeComplete = false
 
+    /// Where a client's new sessions go in its context's cache (`clientSessionCacheSize`).
+    let cacheKey: String?
+
     /// A session for a new connection from `context`. A client may name the server (SNI, and
     /// the name its certificate must carry) and resume an earlier session.
-    public init(context: TLSContext, serverName: String? = nil, resuming: TLSResumption? = nil) throws(TLSError) {
+    public convenience init(context: TLSContext, serverName: String? = nil, resuming: TLSResumption? = nil) throws(TLSError) {
+        try self.init(context: context, serverName: serverName, resuming: resuming, cacheKey: nil)
+    }
+
+    /// A client session also keeping its server's tickets under `cacheKey` in the context's
+    /// session cache, and, without `resuming`, resuming one kept there.
+    init(context: TLSContext, serverName: String?, resuming: TLSResumption?, cacheKey: String?) throws(TLSError) {
         box = context.box
+        self.cacheKey = box.clientSessions == nil ? nil : cacheKey
         guard let ssl = SSL_new(box.ctx) else { throw .invalidConfiguration(TLSError.drainErrors("SSL_new failed")) }
         self.ssl = ssl
         guard let bio = BIO_new(bioMethod) else {
@@ -43,7 +53,12 @@ public final class TLSSession {
                 _ = cgnet_ssl_set_host_name(ssl, serverName)
                 if box.configuration.peerVerification != .none { SSL_set1_host(ssl, serverName) }
             }
-            if let resuming { SSL_set_session(ssl, resuming.session) }
+            if let resuming {
+                SSL_set_session(ssl, resuming.session)
+            } else if let cacheKey = self.cacheKey, let kept = box.clientSessions?.take(cacheKey) {
+                SSL_set_session(ssl, kept) // takes its own reference
+                SSL_SESSION_free(kept)
+            }
         }
     }
 

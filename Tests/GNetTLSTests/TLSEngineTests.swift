@@ -196,6 +196,72 @@ struct TLSEngineTests {
         #expect(received.withLock { $0 } == payload)
     }
 
+    /// Records, per connection, whether its TLS handshake resumed a session (at its first input).
+    final class ResumeProbe: EventHandler {
+        let resumed = Locked<[Bool]>([])
+        func onTraffic(_ c: Connection) -> Action {
+            c.discard(c.inboundBuffered)
+            resumed.withLock { $0.append(c.tls?.resumed ?? false) }
+            return .close
+        }
+    }
+
+    @Test("a client context with a session cache resumes later dials by itself (TLS 1.3 and 1.2); without one it does not",
+          arguments: [(TLSConfiguration.Version.tls13, 4), (.tls12, 4), (.tls13, 0)])
+    func clientSessionCache(_ version: TLSConfiguration.Version, _ cacheSize: Int) async throws {
+        let serverHandler = TLSEcho()
+        let (server, port) = try server({ $0.alpnProtocols = [] }, serverHandler)
+        defer { server.stop(); server.wait() }
+        var o = Options()
+        o.logger.logLevel = .critical
+        let probe = ResumeProbe()
+        let client = try Client(handler: probe, options: o)
+        try client.start()
+        defer { client.stop(); client.wait() }
+        var tls = Certs.client
+        tls.maximumVersion = version
+        tls.clientSessionCacheSize = cacheSize
+        let context = try TLSContext(tls)
+        for round in 1...3 {
+            let h = try await client.engine.dial("tcp://127.0.0.1:\(port)", tls: context, serverName: "localhost")
+            try await h.write(Array("ping \(round)".utf8))
+            // The echo comes after the server's tickets (TLS 1.3): read, they are kept.
+            try await eventually("echo \(round)") { probe.resumed.withLock { $0.count } == round }
+        }
+        let seen = probe.resumed.withLock { $0 }
+        if cacheSize > 0 {
+            #expect(seen == [false, true, true], "resumed per dial: \(seen)")
+            try await eventually("the server's closes") { serverHandler.closed.withLock { $0.count } == 3 }
+            #expect(serverHandler.closed.withLock { $0.map(\.resumed) } == [false, true, true])
+        } else {
+            #expect(seen == [false, false, false], "resumed per dial: \(seen)")
+        }
+    }
+
+    @Test("a client session cache of one server keeps only the last server dialled")
+    func clientSessionCacheCapacity() async throws {
+        let (a, portA) = try server()
+        defer { a.stop(); a.wait() }
+        let (b, portB) = try server()
+        defer { b.stop(); b.wait() }
+        var o = Options()
+        o.logger.logLevel = .critical
+        let probe = ResumeProbe()
+        let client = try Client(handler: probe, options: o)
+        try client.start()
+        defer { client.stop(); client.wait() }
+        var tls = Certs.client
+        tls.clientSessionCacheSize = 1
+        let context = try TLSContext(tls)
+        // A, B (A's sessions go), A again (full), A again (resumed from the third dial's ticket).
+        for (i, port) in [portA, portB, portA, portA].enumerated() {
+            let h = try await client.engine.dial("tcp://127.0.0.1:\(port)", tls: context, serverName: "localhost")
+            try await h.write(Array("ping".utf8))
+            try await eventually("echo \(i + 1)") { probe.resumed.withLock { $0.count } == i + 1 }
+        }
+        #expect(probe.resumed.withLock { $0 } == [false, false, false, true])
+    }
+
     @Test("bad input: garbage, a stalled handshake, a truncated stream — each a typed error in onClose, nothing leaked")
     func badInput() async throws {
         let handler = TLSEcho()
