@@ -28,6 +28,13 @@ extension EventLoop {
             return
         }
         if corkOwner === c {
+            // A large write with nothing gathered before it goes to the socket as it is: the
+            // cork saves system calls for small writes, and copying this one would cost more.
+            // Not under a layer, whose records (up to 16 KiB each) are better gathered.
+            if bytes.count >= corkBypassSize && cork.isEmpty && c.layer == nil {
+                sendOrQueue(c, bytes)
+                return
+            }
             cork.append(bytes)
             if cork.count >= corkFlushThreshold { flushCork(c) }
             return

@@ -58,6 +58,8 @@ final class EventLoop {
     @exclusivity(unchecked) var layerInput = ByteQueue()
     var corkOwner: Connection? = nil
     let corkFlushThreshold = 64 * 1024
+    /// A callback's write at least this large, made first, is sent without the cork.
+    let corkBypassSize = 16 * 1024
     let iovecs: UnsafeMutablePointer<iovec>
     let iovecCapacity = Int(cgnet_iov_max())
     /// The receive arrays of this loop's datagram sockets (made with the first one).
