@@ -14,6 +14,7 @@ port from the ready line), and checks:
       Runs for echo on the default poller, libevent and dispatch; HTTP and Redis on the default.
   (b) slow reader: one thread sends 12 MiB to echo, half-closes (SHUT_WR) when all is sent,
       and reads at 2 MiB/s throughout; it must get every byte back, in order, then a clean EOF.
+      Over TLS too (without the half-close: a TLS peer ends its side with close_notify).
   (c) half-closed non-reader: a client sends up to 8 MiB to echo, half-closes and never reads;
       over ~2 s the server may use under 10% of one core. Then the client resets.
   (d) mixed listeners: gnet-echo --addr tcp://… --addr udp://… --addr unix://… echoes on all
@@ -476,6 +477,59 @@ def slow_reader(server):
     check(label, ok, detail)
 
 
+def slow_reader_tls(server):
+    """(b) over TLS: send 12 MiB while reading the echo at 2 MiB/s; every byte back, in order.
+    (No half-close: a TLS peer ends its side with close_notify, which closes the connection.)"""
+    label = f"(b) slow TLS reader, {server.label}"
+    data = random.Random(7).randbytes(SLOW_BYTES)
+    view = memoryview(data)
+    s = connect(server.port, server.tls_ca)
+    s.setblocking(False)
+    sent = received = 0
+    outcome = None
+    mismatch_at = None
+    start = time.monotonic()
+    while received < SLOW_BYTES and outcome is None:
+        now = time.monotonic()
+        if now - start > SLOW_LIMIT_S:
+            outcome = f"timed out after {SLOW_LIMIT_S:.0f} s"
+            break
+        allowance = int((now - start) * SLOW_RATE) - received
+        want_read = allowance > 0
+        r, w, _ = select.select([s] if want_read else [], [s] if sent < SLOW_BYTES else [], [],
+                                0 if want_read and tls_pending(s) else 0.02)
+        if w:
+            try:
+                sent += s.send(view[sent:sent + 64 * KiB])
+            except WOULD_BLOCK:
+                pass
+        if want_read and (r or tls_pending(s)):
+            try:
+                chunk = s.recv(min(allowance, 64 * KiB))
+            except WOULD_BLOCK:
+                continue
+            except (ConnectionResetError, ssl.SSLError) as e:
+                outcome = f"{type(e).__name__}: {e}"
+                break
+            if not chunk:
+                outcome = "EOF before the end"
+                break
+            if mismatch_at is None and chunk != data[received:received + len(chunk)]:
+                for i, b in enumerate(chunk):
+                    if received + i >= SLOW_BYTES or data[received + i] != b:
+                        mismatch_at = received + i
+                        break
+            received += len(chunk)
+    took = time.monotonic() - start
+    reset(s)
+    log(f"      {label}: sent {mib(sent)}, received {received:,} of {SLOW_BYTES:,} bytes in {took:.1f} s "
+        f"({received / MiB / max(took, 1e-9):.2f} MiB/s){'' if outcome is None else ', ended with ' + outcome}")
+    detail = f"received {received:,} of {SLOW_BYTES:,} bytes" + ("" if outcome is None else f", then {outcome}")
+    if mismatch_at is not None:
+        detail += f"; first wrong byte at offset {mismatch_at:,}"
+    check(label, received == SLOW_BYTES and mismatch_at is None and outcome is None, detail)
+
+
 # ---------------------------------------------------------------------------- (c) half-closed non-reader
 
 
@@ -852,6 +906,7 @@ def main():
                       capture_output=True).returncode == 0:
         run(bin_dir, "gnet-echo", None, [
             ("(a) non-reader", lambda s: non_reader(s, "echo")),
+            ("(b) slow TLS reader", slow_reader_tls),
             ("(f) stalled-handshake flood", stalled_handshakes),
         ], extra=("--tls-cert", f"{certs}/server.pem", "--tls-key", f"{certs}/server.key",
                   "--tls-handshake-timeout", f"{FLOOD_TIMEOUT_S:g}"))
