@@ -35,7 +35,8 @@ public enum Network: String, Sendable, Hashable, CaseIterable {
 /// - `tcp://` and `udp://` take an IPv4 or IPv6 host (IPv6 in brackets), a host name, or
 ///   nothing (`tcp://:9000`, all interfaces). `tcp4://`, `tcp6://`, `udp4://` and `udp6://`
 ///   restrict the family. A `udp` host that is a multicast group (224.0.0.0/4, ff00::/8) is
-///   bound and joined (`Options.multicastInterface`).
+///   bound and joined (`Options.multicastInterface`). An IPv6 host may carry a zone, the
+///   interface a link-local address belongs to: `udp6://[ff02::1%eth0]:5353`.
 /// - A string without a scheme is taken as `tcp://`.
 /// - Port 0 asks the kernel for a free port; `Engine.addresses` tells which it chose.
 public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {

@@ -48,8 +48,8 @@ public struct Options: Sendable {
     public var datagramBatchSize: Int = 32
 
     /// The interface on which `udp` addresses that are multicast groups (224.0.0.0/4,
-    /// ff00::/8) are joined: a name (`eth0`) or an index (`"2"`). Default nil: the kernel
-    /// picks the interface from its routes (which may have no multicast route; then the
+    /// ff00::/8) are joined: a name (`eth0`) or an index (`"2"`). Default nil: the address's
+    /// zone (`[ff02::1%eth0]`) if it has one, else the kernel picks the interface from its routes (which may have no multicast route; then the
     /// engine fails to start and says so). An unknown name fails the start with
     /// `GNetError.invalidOption`.
     public var multicastInterface: String? = nil

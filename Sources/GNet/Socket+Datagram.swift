@@ -12,8 +12,9 @@ extension Socket {
     /// - A unicast address is bound without `SO_REUSEADDR`, so a second server on the same
     ///   port fails with `GNetError.addressInUse` instead of silently sharing it.
     /// - A multicast group is bound with `SO_REUSEADDR` (other receivers of the group on this
-    ///   host may bind it too, as is usual) and joined on `interfaceIndex` (0: the kernel picks
-    ///   the interface from its routes).
+    ///   host may bind it too, as is usual) and joined on `interfaceIndex`, else on the
+    ///   address's zone (`[ff02::1%eth0]`), else on the interface the kernel picks from its
+    ///   routes.
     /// - `SO_RCVBUF` and `SO_SNDBUF` are set when given, and `SO_BINDTODEVICE` with `device`
     ///   (`Options.bindToDevice`); a refusal fails the bind.
     static func bindDatagram(
@@ -37,7 +38,8 @@ extension Socket {
             if let device, family != AF_UNIX { try bindToDevice(fd, device, address.original) }
             try bind(fd, address)
             if multicast {
-                let rc = address.address.withUnsafeSockaddr { p, _ in cgnet_join_multicast(fd, p, interfaceIndex) }
+                let interface = interfaceIndex != 0 ? interfaceIndex : address.address.scopeID
+                let rc = address.address.withUnsafeSockaddr { p, _ in cgnet_join_multicast(fd, p, interface) }
                 if rc != 0 {
                     let e = errno
                     throw GNetError.invalidAddress(

@@ -51,7 +51,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             case AF_INET6:
                 return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
                     var a = sin6.pointee.sin6_addr
-                    return Self.ntop(AF_INET6, &a)
+                    let zone = sin6.pointee.sin6_scope_id
+                    guard zone != 0 else { return Self.ntop(AF_INET6, &a) }
+                    return Self.ntop(AF_INET6, &a) + "%" + Self.interfaceName(zone)
                 }
             case AF_UNIX:
                 let pathOffset = MemoryLayout<sa_family_t>.size
@@ -73,6 +75,22 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case .ipv6: return "tcp6://[\(host)]:\(port ?? 0)"
         case .unix: return "unix://\(host)"
         }
+    }
+
+    /// An IPv6 address's zone (`sin6_scope_id`: the interface a link-local address belongs
+    /// to, written `%eth0`); 0 for other addresses and families.
+    public var scopeID: UInt32 {
+        withUnsafeSockaddr { p, _ in
+            guard Int32(p.pointee.sa_family) == AF_INET6 else { return 0 }
+            return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_scope_id }
+        }
+    }
+
+    /// The name of interface `index`, or the index itself when it has none.
+    private static func interfaceName(_ index: UInt32) -> String {
+        var buf = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard if_indextoname(index, &buf) != nil else { return String(index) }
+        return String(nulTerminated: buf)
     }
 
     private static func ntop(_ af: Int32, _ src: UnsafeRawPointer) -> String {

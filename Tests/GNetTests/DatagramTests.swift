@@ -50,6 +50,29 @@ struct DatagramTests {
         #expect(throws: Never.self) { try Engine(handler: Silent(), addresses: ["tcp://127.0.0.1:0"], options: o) }
     }
 
+    /// A link-local group (`ff02::/16`) is joined on the interface its zone names, and the zone
+    /// stays in the address's description. Loopback joins but cannot carry multicast traffic,
+    /// so the membership is read from the kernel (`/proc/net/igmp6`) rather than echoed.
+    @Test func linkLocalGroupJoinedOnItsZone() throws {
+        let group = String(0x7000 + Int(getpid() % 0xfff), radix: 16)
+        let engine = try Engine(handler: Silent(), addresses: ["udp6://[ff02::\(group)%lo]:0"])
+        try engine.start()
+        defer { engine.stop(); engine.wait() }
+        #expect(engine.addresses[0].host == "ff02::\(group)%lo", "\(engine.addresses[0])")
+        #expect(engine.addresses[0].scopeID == if_nametoindex("lo"))
+        let f = try #require(fopen("/proc/net/igmp6", "r"))
+        defer { fclose(f) }
+        // "1    lo              ff0200000000000000000000000070ab     1 00000004 0"
+        let hex = "ff02" + String(repeating: "0", count: 28 - group.count) + group
+        var onLoopback = false
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), f) != nil {
+            let fields = String(nulTerminated: line).split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count > 2 && fields[1] == "lo" && fields[2] == hex { onLoopback = true }
+        }
+        #expect(onLoopback, "no membership of ff02::\(group) on lo in /proc/net/igmp6")
+    }
+
     /// A dialled UDP socket connects at once (nothing need listen) and is a datagram
     /// connection; with a layer (TLS) the dial is refused: DTLS is not supported.
     @Test func diallingUDP() async throws {
