@@ -202,7 +202,13 @@ extension EventLoop {
         let (output, action) = handler.onOpen(c)
         if let output, c.state == .open {
             if c.isDatagram {
-                _ = try? sendDatagram(c, output, to: nil) // one datagram; a refusal that closes is in onClose
+                do {
+                    try sendDatagram(c, output, to: nil) // one datagram
+                } catch {
+                    // A refusal that closed the connection is told by onClose; one that did not
+                    // (a full send buffer, a datagram too large) is counted and logged.
+                    if c.state == .open { datagramNotSent(c, error) }
+                }
             } else {
                 output.withUnsafeBytes { write(c, $0) }
             }

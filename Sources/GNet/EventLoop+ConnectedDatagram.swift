@@ -51,6 +51,20 @@ extension EventLoop {
         }
     }
 
+    /// A datagram of a dialled socket that the kernel refused outside any call that could
+    /// throw it to the handler (`onOpen`'s output), the connection serving on: counted in
+    /// `Engine.unsentDatagrams`, as a batch's refusals are, and logged rate-limited.
+    final func datagramNotSent(_ c: Connection, _ error: any Error) {
+        stats.datagramsUnsent &+= 1
+        inbox.unsentDatagrams.add(1, ordering: .relaxed)
+        if let n = connectedDatagramTrouble.occurrence() {
+            var metadata = connectionMetadata(c)
+            metadata["error"] = "\(error)"
+            metadata["occurrences"] = "\(n)"
+            logger.info("a datagram written by onOpen was not sent; the socket keeps serving", metadata: metadata)
+        }
+    }
+
     /// An error of `c`'s socket, from the poller, a receive or a send: closes the connection
     /// when it means the peer is gone (see the extension's notes), else logs it. Returns the
     /// error to report: the typed one the connection closes with, or `error` as it was.

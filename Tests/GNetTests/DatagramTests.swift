@@ -73,6 +73,30 @@ struct DatagramTests {
         #expect(onLoopback, "no membership of ff02::\(group) on lo in /proc/net/igmp6")
     }
 
+    /// Greets with a datagram too large for UDP (65,507 bytes at most), then records closes.
+    final class OversizedGreeting: EventHandler {
+        let closes = Locked(0)
+        func onOpen(_ c: Connection) -> (output: [UInt8]?, action: Action) { ([UInt8](repeating: 1, count: 70_000), .none) }
+        func onClose(_ c: Connection, error: (any Error)?) -> Action {
+            closes.withLock { $0 += 1 }
+            return .none
+        }
+    }
+
+    /// A dialled socket's `onOpen` output that the kernel refuses (EMSGSIZE) without the peer
+    /// being gone is counted in `unsentDatagrams`, and the connection serves on.
+    @Test func refusedOnOpenDatagramIsCounted() async throws {
+        let handler = OversizedGreeting()
+        let engine = try Engine(handler: handler, addresses: ["tcp://127.0.0.1:0"])
+        try engine.start()
+        defer { engine.stop(); engine.wait() }
+        let handle = try await engine.dial("udp://127.0.0.1:9")
+        #expect(engine.unsentDatagrams == 1)
+        #expect(handler.closes.withLock { $0 } == 0)
+        try await handle.close()
+        #expect(handler.closes.withLock { $0 } == 1)
+    }
+
     /// A dialled UDP socket connects at once (nothing need listen) and is a datagram
     /// connection; with a layer (TLS) the dial is refused: DTLS is not supported.
     @Test func diallingUDP() async throws {
