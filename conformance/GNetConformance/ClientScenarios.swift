@@ -65,15 +65,7 @@ enum ClientScenarios {
         configure(&options)
         let client = try Client(handler: handler, options: options)
         try client.start()
-        do {
-            try await body(client)
-        } catch {
-            client.stop()
-            _ = try? await onThread(timeout: .seconds(10), "client stop") { client.wait() }
-            throw error
-        }
-        client.stop()
-        try await onThread(timeout: .seconds(10), "client stop") { client.wait() }
+        try await stopping("client stop", stop: { client.stop() }, wait: { client.wait() }) { try await body(client) }
         try handler.checkLifecycle()
     }
 

@@ -22,15 +22,7 @@ public func withEngine(
     configure(&options)
     let engine = try Engine(handler: handler, addresses: [address], options: options)
     try engine.start()
-    do {
-        try await runBody(engine, body)
-    } catch {
-        engine.stop()
-        _ = try? await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
-        throw error
-    }
-    engine.stop()
-    try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
+    try await stopping(engine) { try await runBody(engine, body) }
     try await afterStop()
     try handler.checkLifecycle()
     try checkEngineLeftNothing(descriptorsBefore: descriptorsBefore, listBefore: listBefore)
@@ -68,6 +60,27 @@ public func serving(
     }
     guard let address = engine.addresses.first else { throw ConformanceFailure("engine has no bound address") }
     try body(address)
+}
+
+/// Runs `body`, then stops `engine` and waits for it (up to 10 s), whether `body` threw or not;
+/// `body`'s error is the one reported.
+func stopping(_ engine: Engine, after body: () async throws -> Void) async throws {
+    try await stopping("engine stop", stop: { engine.stop() }, wait: { engine.wait() }, after: body)
+}
+
+/// `stopping(_:after:)` for anything with a stop and a wait (an `Engine`, a `Client`).
+func stopping(
+    _ what: String, stop: () -> Void, wait: @escaping @Sendable () -> Void, after body: () async throws -> Void
+) async throws {
+    do {
+        try await body()
+    } catch {
+        stop()
+        _ = try? await onThread(timeout: .seconds(10), what) { wait() }
+        throw error
+    }
+    stop()
+    try await onThread(timeout: .seconds(10), what) { wait() }
 }
 
 private func runBody(_ engine: Engine, _ body: (Engine, SocketAddress) async throws -> Void) async throws {

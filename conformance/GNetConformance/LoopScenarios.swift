@@ -189,15 +189,9 @@ enum LoopScenarios {
         options.logger.logLevel = .warning
         let engine = try Engine(handler: handler, addresses: ["tcp://127.0.0.1:0"], options: options)
         try engine.start()
-        do {
+        try await stopping(engine) {
             try await eventually("20 ticks") { handler.ticks.withLock { $0.count } >= 20 }
-        } catch {
-            engine.stop()
-            _ = try? await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
-            throw error
         }
-        engine.stop()
-        try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
         let ticks = handler.ticks.withLock { $0 }
         let wrong = ticks.filter { $0 != 0 }
         try expect(wrong.isEmpty, "\(wrong.count) of \(ticks.count) ticks ran off loop 0 (on loops \(Set(wrong).sorted()))")

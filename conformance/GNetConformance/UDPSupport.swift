@@ -155,15 +155,7 @@ func withDatagramEngine(
     configure(&options)
     let engine = try Engine(handler: handler, addresses: addresses, options: options)
     try engine.start()
-    do {
-        try await body(engine)
-    } catch {
-        engine.stop()
-        _ = try? await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
-        throw error
-    }
-    engine.stop()
-    try await onThread(timeout: .seconds(10), "engine stop") { engine.wait() }
+    try await stopping(engine) { try await body(engine) }
     try await afterStop()
     try handler.checkNoDatagramLifecycle()
     try checkEngineLeftNothing(descriptorsBefore: descriptorsBefore, listBefore: listBefore)
