@@ -414,6 +414,17 @@ def non_reader(server, kind):
 # ---------------------------------------------------------------------------- (b) the slow reader
 
 
+def first_difference(data, offset, chunk):
+    """The offset of the first byte of `chunk` that is not `data` at `offset` onward (a byte
+    past the end of `data` counts as different), or None when they agree."""
+    if chunk == data[offset:offset + len(chunk)]:
+        return None
+    for i, b in enumerate(chunk):
+        if offset + i >= len(data) or data[offset + i] != b:
+            return offset + i
+    return None
+
+
 def slow_reader(server):
     """(b): send 12 MiB, half-close, read at 2 MiB/s on one thread: all bytes, then clean EOF."""
     label = f"(b) slow reader, {server.label}"
@@ -458,11 +469,8 @@ def slow_reader(server):
                 break
             if first_read is None:
                 first_read = time.monotonic()
-            if mismatch_at is None and chunk != data[received:received + len(chunk)]:
-                for i, b in enumerate(chunk):
-                    if received + i >= SLOW_BYTES or data[received + i] != b:
-                        mismatch_at = received + i
-                        break
+            if mismatch_at is None:
+                mismatch_at = first_difference(data, received, chunk)
             received += len(chunk)
     took = time.monotonic() - start
     s.close()
@@ -514,11 +522,8 @@ def slow_reader_tls(server):
             if not chunk:
                 outcome = "EOF before the end"
                 break
-            if mismatch_at is None and chunk != data[received:received + len(chunk)]:
-                for i, b in enumerate(chunk):
-                    if received + i >= SLOW_BYTES or data[received + i] != b:
-                        mismatch_at = received + i
-                        break
+            if mismatch_at is None:
+                mismatch_at = first_difference(data, received, chunk)
             received += len(chunk)
     took = time.monotonic() - start
     reset(s)

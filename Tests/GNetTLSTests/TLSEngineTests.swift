@@ -206,12 +206,9 @@ struct TLSEngineTests {
         }
     }
 
-    @Test("a client context with a session cache resumes later dials by itself (TLS 1.3 and 1.2); without one it does not",
-          arguments: [(TLSConfiguration.Version.tls13, 4), (.tls12, 4), (.tls13, 0)])
-    func clientSessionCache(_ version: TLSConfiguration.Version, _ cacheSize: Int) async throws {
-        let serverHandler = TLSEcho()
-        let (server, port) = try server({ $0.alpnProtocols = [] }, serverHandler)
-        defer { server.stop(); server.wait() }
+    /// Dials each of `ports` in turn from one client context (`Certs.client`, then
+    /// `configure`), echoing a message on each, and says which handshakes resumed.
+    func resumedPerDial(_ ports: [Int], _ configure: (inout TLSConfiguration) -> Void) async throws -> [Bool] {
         var o = Options()
         o.logger.logLevel = .critical
         let probe = ResumeProbe()
@@ -219,16 +216,27 @@ struct TLSEngineTests {
         try client.start()
         defer { client.stop(); client.wait() }
         var tls = Certs.client
-        tls.maximumVersion = version
-        tls.clientSessionCacheSize = cacheSize
+        configure(&tls)
         let context = try TLSContext(tls)
-        for round in 1...3 {
+        for (i, port) in ports.enumerated() {
             let h = try await client.engine.dial("tcp://127.0.0.1:\(port)", tls: context, serverName: "localhost")
-            try await h.write(Array("ping \(round)".utf8))
-            // The echo comes after the server's tickets (TLS 1.3): read, they are kept.
-            try await eventually("echo \(round)") { probe.resumed.withLock { $0.count } == round }
+            try await h.write(Array("ping \(i + 1)".utf8))
+            // The echo comes after the server's tickets (TLS 1.3): once it is read, they are kept.
+            try await eventually("echo \(i + 1)") { probe.resumed.withLock { $0.count } == i + 1 }
         }
-        let seen = probe.resumed.withLock { $0 }
+        return probe.resumed.withLock { $0 }
+    }
+
+    @Test("a client context with a session cache resumes later dials by itself (TLS 1.3 and 1.2); without one it does not",
+          arguments: [(TLSConfiguration.Version.tls13, 4), (.tls12, 4), (.tls13, 0)])
+    func clientSessionCache(_ version: TLSConfiguration.Version, _ cacheSize: Int) async throws {
+        let serverHandler = TLSEcho()
+        let (server, port) = try server({ $0.alpnProtocols = [] }, serverHandler)
+        defer { server.stop(); server.wait() }
+        let seen = try await resumedPerDial([port, port, port]) {
+            $0.maximumVersion = version
+            $0.clientSessionCacheSize = cacheSize
+        }
         if cacheSize > 0 {
             #expect(seen == [false, true, true], "resumed per dial: \(seen)")
             try await eventually("the server's closes") { serverHandler.closed.withLock { $0.count } == 3 }
@@ -244,22 +252,9 @@ struct TLSEngineTests {
         defer { a.stop(); a.wait() }
         let (b, portB) = try server()
         defer { b.stop(); b.wait() }
-        var o = Options()
-        o.logger.logLevel = .critical
-        let probe = ResumeProbe()
-        let client = try Client(handler: probe, options: o)
-        try client.start()
-        defer { client.stop(); client.wait() }
-        var tls = Certs.client
-        tls.clientSessionCacheSize = 1
-        let context = try TLSContext(tls)
         // A, B (A's sessions go), A again (full), A again (resumed from the third dial's ticket).
-        for (i, port) in [portA, portB, portA, portA].enumerated() {
-            let h = try await client.engine.dial("tcp://127.0.0.1:\(port)", tls: context, serverName: "localhost")
-            try await h.write(Array("ping".utf8))
-            try await eventually("echo \(i + 1)") { probe.resumed.withLock { $0.count } == i + 1 }
-        }
-        #expect(probe.resumed.withLock { $0 } == [false, false, false, true])
+        let seen = try await resumedPerDial([portA, portB, portA, portA]) { $0.clientSessionCacheSize = 1 }
+        #expect(seen == [false, false, false, true])
     }
 
     @Test("bad input: garbage, a stalled handshake, a truncated stream — each a typed error in onClose, nothing leaked")
