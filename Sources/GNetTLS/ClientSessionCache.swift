@@ -79,9 +79,6 @@ final class ClientSessionCache: @unchecked Sendable {
         stale.forEach { SSL_SESSION_free($0) }
         return found
     }
-
-    /// How many sessions are kept (for tests).
-    var count: Int { state.withLock { s in s.entries.values.reduce(0) { $0 + $1.sessions.count } } }
 }
 
 /// OpenSSL's new-session callback (clients with a cache): a ticket arrived (TLS 1.3) or the

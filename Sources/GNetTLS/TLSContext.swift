@@ -57,6 +57,9 @@ final class ContextBox: @unchecked Sendable {
         if c.minimumVersion > c.maximumVersion {
             throw .invalidConfiguration("minimumVersion \(c.minimumVersion) is above maximumVersion \(c.maximumVersion)")
         }
+        guard c.role == .client || (0...16).contains(c.ticketsPerHandshake) else {
+            throw .invalidConfiguration("ticketsPerHandshake must be 0 to 16, got \(c.ticketsPerHandshake)")
+        }
         guard c.clientSessionCacheSize >= 0 else {
             throw .invalidConfiguration("clientSessionCacheSize must be 0 or more, got \(c.clientSessionCacheSize)")
         }
@@ -122,10 +125,6 @@ final class ContextBox: @unchecked Sendable {
         let release = c.releasesIdleBuffers ? SSL_MODE_RELEASE_BUFFERS : 0
         _ = cgnet_ssl_ctx_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | release))
         if c.role == .server {
-            guard (0...16).contains(c.ticketsPerHandshake) else {
-                SSL_CTX_free(ctx)
-                throw .invalidConfiguration("ticketsPerHandshake must be 0 to 16, got \(c.ticketsPerHandshake)")
-            }
             if c.sessionTickets {
                 _ = SSL_CTX_set_num_tickets(ctx, c.ticketsPerHandshake)
             } else {
